@@ -1,0 +1,186 @@
+"""One training job: `train(cfg)` does the work; `main` adapts it to Hydra's command line.
+
+    python -m fer_sweep model=resnet9 scheduler=onecycle trainer.epochs=30 data.path=fer2013.csv
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fer_sweep import results
+from fer_sweep.augment import build_augmentation
+from fer_sweep.data import dataset_name, load_splits
+from fer_sweep.data.batches import MEAN, STD, DeviceBatches
+from fer_sweep.engine.callbacks import BestCheckpoint, Callback, LogEpochs, ProgressBar
+from fer_sweep.engine.loop import evaluate, fit
+from fer_sweep.engine.precision import resolve_device, resolve_precision
+from fer_sweep.models import build_model, count_parameters
+from fer_sweep.optim import build_optimizer, build_schedule
+
+log = logging.getLogger("fer_sweep")
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+if not CONFIG_DIR.is_dir():  # installed without the source tree: configs ship inside the package
+    CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identifies 'the same job' for resume: the resolved config, minus where its output goes."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    plain.pop("output_dir", None)
+    plain.pop("trial", None)  # Optuna bookkeeping, not a hyper-parameter
+    return hashlib.sha1(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seeds torch/numpy and returns the generator that drives batch order and augmentation."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    return torch.Generator().manual_seed(seed)
+
+
+def describe_run(cfg: DictConfig) -> Dict[str, Any]:
+    """The run's identity in result.json and results.csv: component names and headline hyper-parameters."""
+    return {"model": cfg.model.name, "scheduler": cfg.scheduler.name, "optimizer": cfg.optimizer.name,
+            "augmentation": cfg.augmentation.name, "epochs": cfg.trainer.epochs, "lr": cfg.optimizer.lr,
+            "batch_size": cfg.trainer.batch_size, "weight_decay": cfg.trainer.weight_decay,
+            "seed": cfg.trainer.seed}
+
+
+def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequence[Callback] = ()) -> Dict[str, Any]:
+    """Train and test one model as cfg says; writes the run-folder files and returns result.json's content."""
+    out = Path(output_dir or cfg.output_dir)
+    t = cfg.trainer
+    tic = time.perf_counter()
+    if t.threads:
+        torch.set_num_threads(int(t.threads))
+    device = resolve_device(t.device)
+    precision = resolve_precision(t.precision, device)
+    generator = seed_everything(int(t.seed))
+
+    splits = load_splits(cfg.data, seed=int(t.seed))
+    class_names = list(splits.train.class_names)
+    dataset = dataset_name(splits.train)
+    log.info("data: %s (%s) split=%s sizes %s; device %s, precision %s", dataset, splits.train.source,
+             cfg.data.get("split", "seed"), splits.sizes(), device, precision.name)
+    train_set, val_set, test_set = (DeviceBatches(s, device) for s in (splits.train, splits.val, splits.test))
+
+    model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
+    model = build_model(cfg.model.name, num_classes=len(class_names), **model_kwargs)
+    model = model.to(device, memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optimizer, model.parameters(), weight_decay=t.weight_decay)
+    schedule = build_schedule(cfg.scheduler, optimizer, t.epochs, train_set.num_batches(t.batch_size))
+    augment = build_augmentation(**cfg.augmentation)
+    checkpoint_payload = {"model": cfg.model.name, "model_kwargs": model_kwargs, "class_names": class_names,
+                          "normalization": {"mean": MEAN, "std": STD}, "dataset": dataset,
+                          "config": OmegaConf.to_container(cfg, resolve=True)}
+    best = BestCheckpoint(model, out / results.CHECKPOINT_FILE, lambda: checkpoint_payload)
+    run_callbacks: List[Callback] = [LogEpochs(t.epochs), ProgressBar(), best, *callbacks]
+
+    history = fit(model, train_set, val_set, optimizer, schedule, precision, t.epochs, t.batch_size,
+                  augment=None if augment.is_identity else augment, generator=generator,
+                  grad_clip_value=t.grad_clip_value, grad_clip_norm=t.grad_clip_norm,
+                  label_smoothing=t.label_smoothing, callbacks=run_callbacks)
+    status = history.status
+    if history.stopped_early and any(getattr(cb, "pruned", False) for cb in callbacks):
+        status = "pruned"
+
+    result: Dict[str, Any] = {"status": status, "dataset": dataset, "data_source": splits.train.source,
+                              **describe_run(cfg), "params": count_parameters(model), "device": str(device),
+                              "precision": precision.name, "split_sizes": splits.sizes(),
+                              "class_names": class_names, "epochs_run": len(history.epochs),
+                              "best_epoch": best.best_epoch or None,
+                              "best_val_acc": best.best if best.best_epoch else None,
+                              "final_val_acc": history.epochs[-1]["val_acc"] if history.epochs else None}
+    if best.best_epoch:  # score the test split with the best-val weights
+        state = torch.load(out / results.CHECKPOINT_FILE, weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+        test = evaluate(model, test_set, precision, tta=bool(t.tta))
+        matrix = confusion_matrix(test.labels.numpy(), test.preds.numpy(), len(class_names))
+        per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
+        result.update(test_acc=test.acc, test_loss=test.loss,
+                      per_class_test_acc={c: float(a) for c, a in zip(class_names, per_class)},
+                      confusion_matrix=matrix.tolist())
+    else:
+        result.update(test_acc=None, test_loss=None, per_class_test_acc=None)
+    result["train_time_s"] = time.perf_counter() - tic
+    result["error"] = "loss became NaN/inf" if status == "diverged" else None
+
+    results.write_history(out, history.epochs)
+    if t.plots:
+        from fer_sweep.plots import plot_confusion, plot_history
+
+        plot_history(history.epochs, history.batch_lr, out / "plots")
+        if result.get("confusion_matrix"):
+            title = f"{cfg.model.name} / {cfg.scheduler.name}: test acc {result['test_acc']:.3f}"
+            plot_confusion(np.array(result["confusion_matrix"]), class_names, out / "plots/confusion.png", title)
+    log.info("%s: best val acc %s (epoch %s), test acc %s, %.0fs", status, _fmt(result["best_val_acc"]),
+             result["best_epoch"], _fmt(result["test_acc"]), result["train_time_s"])
+    return result
+
+
+def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(labels * num_classes + preds, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def objective_value(result: Dict[str, Any], objective) -> Any:
+    """What the job returns to a sweeper: one metric (float) or several (list) named by cfg.objective."""
+    names = [objective] if isinstance(objective, str) else list(objective)
+    values = [result.get(n) for n in names]
+    values = [float("nan") if v is None else float(v) for v in values]
+    return values[0] if isinstance(objective, str) else values
+
+
+def run_job(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Dict[str, Any]:
+    """train() plus what a job in a sweep needs: job identity in result.json, resume, and failure records."""
+    out = Path(cfg.output_dir)
+    identity = {"config_hash": config_hash(cfg), **job_identity()}
+    previous = results.read_result(out)
+    if previous and previous.get("status") == "completed" and previous.get("config_hash") == identity["config_hash"]:
+        log.info("%s already completed for this config: skipping (resume)", out)
+        return previous
+    try:
+        result = {**train(cfg, out, callbacks), **identity, "output_dir": str(out)}
+    except Exception as exc:
+        result = {"status": "failed", **describe_run(cfg), "error": f"{type(exc).__name__}: {exc}",
+                  **identity, "output_dir": str(out)}
+        results.write_json(out / results.RESULT_FILE, result)
+        log.debug("job failed:\n%s", traceback.format_exc())
+        raise
+    results.write_json(out / results.RESULT_FILE, result)
+    return result
+
+
+def job_identity() -> Dict[str, Any]:
+    """Job number, command-line overrides and group choices when running under Hydra; empty otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    return {"job": hc.job.get("num"), "overrides": list(hc.overrides.task),
+            "choices": {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/")}}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def main(cfg: DictConfig) -> Any:
+    result = run_job(cfg)
+    return objective_value(result, cfg.objective)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The plain training loop (fit, evaluate), its callbacks and the precision context."""

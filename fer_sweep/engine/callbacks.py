@@ -1,0 +1,86 @@
+"""Callbacks are how checkpointing, progress bars, logging and pruning reach the loop without it knowing them.
+
+The loop calls, in order: on_train_start(num_batches); per batch on_batch_end(step, loss); per epoch
+on_epoch_end(epoch, metrics) -> True to stop early; on_train_end(history).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class Callback:
+    def on_train_start(self, num_batches: int) -> None: ...
+
+    def on_batch_end(self, step: int, loss: Optional[float]) -> None: ...
+
+    def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
+        return False
+
+    def on_train_end(self, history: Any) -> None: ...
+
+
+class LogEpochs(Callback):
+    """One log line per epoch, so runs in sweeps and files are readable without a progress bar."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
+        log.info("epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f acc %.4f  (%.1fs)", epoch,
+                 self.epochs, metrics["lr"], metrics["train_loss"], metrics["train_acc"], metrics["val_loss"],
+                 metrics["val_acc"], metrics["epoch_time_s"])
+        return False
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch on a terminal; silent when stderr is not a TTY (logs, sweeps, CI)."""
+
+    def __init__(self, enabled: Optional[bool] = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.bar = None
+        self.num_batches = 0
+
+    def on_train_start(self, num_batches: int) -> None:
+        self.num_batches = num_batches
+
+    def on_batch_end(self, step: int, loss: Optional[float]) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.num_batches, leave=False, unit="batch")
+        self.bar.update(1)
+
+    def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        return False
+
+
+class BestCheckpoint(Callback):
+    """Saves the model whenever val accuracy improves, with whatever `payload()` adds (config, classes...)."""
+
+    def __init__(self, model: torch.nn.Module, path: Path, payload: Callable[[], Dict[str, Any]],
+                 monitor: str = "val_acc"):
+        self.model, self.path, self.payload, self.monitor = model, Path(path), payload, monitor
+        self.best = float("-inf")
+        self.best_epoch = 0
+
+    def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
+        if metrics[self.monitor] > self.best:
+            self.best, self.best_epoch = metrics[self.monitor], epoch
+            from fer_sweep.results import atomic_torch_save
+
+            state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            atomic_torch_save({**self.payload(), "state_dict": state, "epoch": epoch,
+                               self.monitor: float(metrics[self.monitor])}, self.path)
+        return False

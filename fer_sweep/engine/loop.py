@@ -1,0 +1,129 @@
+"""The training loop: plain PyTorch, one function to fit and one to evaluate.
+
+Everything else (checkpoints, progress bars, pruning) reaches the loop through callbacks; the data comes as
+device-resident uint8 batches and is normalised and augmented here, per batch, on the device.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fer_sweep.data.batches import DeviceBatches, normalize
+from fer_sweep.engine.callbacks import Callback
+from fer_sweep.engine.precision import Precision
+from fer_sweep.optim import Schedule
+
+
+@dataclass
+class History:
+    epochs: List[Dict[str, float]] = field(default_factory=list)  # one row per epoch (history.csv)
+    batch_lr: List[float] = field(default_factory=list)           # lr at every batch (the article's lr plot)
+    status: str = "completed"                                       # completed | diverged | pruned
+    stopped_early: bool = False
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    acc: float
+    preds: torch.Tensor   # (N,) predicted class
+    labels: torch.Tensor  # (N,)
+    probs: torch.Tensor   # (N, C) softmax probabilities
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images_u8: torch.Tensor, precision: Precision, tta: bool = False) -> torch.Tensor:
+    """fp32 logits for a uint8 batch; with tta, the mean of the image's and its mirror's logits."""
+    x = normalize(images_u8)
+    with precision.autocast():
+        logits = model(x).float()
+        if tta:
+            logits = (logits + model(torch.flip(x, dims=[-1])).float()) / 2
+    return logits
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DeviceBatches, precision: Precision, batch_size: int = 1024,
+             tta: bool = False) -> Evaluation:
+    """Exact loss and accuracy over every sample (sums, not a mean of batch means)."""
+    was_training = model.training
+    model.eval()
+    total_loss, logits_all = 0.0, []
+    for images, labels in data.batches(batch_size):
+        logits = predict_logits(model, images, precision, tta)
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        logits_all.append(logits)
+    model.train(was_training)
+    logits = torch.cat(logits_all)
+    preds = logits.argmax(1)
+    return Evaluation(total_loss / len(data), (preds == data.labels).float().mean().item(), preds.cpu(),
+                      data.labels.cpu(), logits.softmax(1).cpu())
+
+
+def fit(model: nn.Module, train: DeviceBatches, val: DeviceBatches, optimizer: torch.optim.Optimizer,
+        schedule: Schedule, precision: Precision, epochs: int, batch_size: int,
+        augment: Optional[Callable[..., torch.Tensor]] = None, generator: Optional[torch.Generator] = None,
+        grad_clip_value: Optional[float] = None, grad_clip_norm: Optional[float] = None,
+        label_smoothing: float = 0.0, class_weights: Optional[torch.Tensor] = None,
+        callbacks: Sequence[Callback] = ()) -> History:
+    """Train for `epochs`; returns the per-epoch history. Stops with status 'diverged' on a non-finite loss."""
+    history = History()
+    steps_per_epoch = train.num_batches(batch_size)
+    for cb in callbacks:
+        cb.on_train_start(steps_per_epoch)
+    step = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        tic = time.perf_counter()
+        loss_sum = torch.zeros((), device=train.device)
+        correct = torch.zeros((), device=train.device, dtype=torch.long)
+        for images, labels in train.batches(batch_size, shuffle=True, generator=generator):
+            x = normalize(images)
+            if augment is not None:
+                x = augment(x, generator=generator)
+            with precision.autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), labels, weight=class_weights,
+                                       label_smoothing=label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip_value:
+                nn.utils.clip_grad_value_(model.parameters(), grad_clip_value)
+            if grad_clip_norm:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+            optimizer.step()
+            history.batch_lr.append(optimizer.param_groups[0]["lr"])
+            schedule.after_batch()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+            step += 1
+            # Checking the loss syncs the device, so on accelerators look only every 20 steps.
+            loss_value = loss.item() if train.device.type == "cpu" or step % 20 == 0 else None
+            if loss_value is not None and not math.isfinite(loss_value):
+                history.status = "diverged"
+                break
+            for cb in callbacks:
+                cb.on_batch_end(step, loss_value)
+        train_loss = loss_sum.item() / len(train)
+        if history.status == "diverged" or not math.isfinite(train_loss):
+            history.status = "diverged"
+            break
+        val_eval = evaluate(model, val, precision, batch_size=max(batch_size, 512))
+        metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+                   "train_acc": correct.item() / len(train), "val_loss": val_eval.loss, "val_acc": val_eval.acc,
+                   "epoch_time_s": time.perf_counter() - tic}
+        history.epochs.append(metrics)
+        schedule.after_epoch(val_eval.loss)
+        stop = [cb.on_epoch_end(epoch, metrics) for cb in callbacks]  # every callback sees every epoch
+        if any(stop):
+            history.stopped_early = True
+            break
+    for cb in callbacks:
+        cb.on_train_end(history)
+    return history

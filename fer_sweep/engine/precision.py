@@ -1,0 +1,52 @@
+"""Numeric precision as one object: which device, which autocast dtype, and a context to train under.
+
+`auto` picks bf16 autocast where the hardware runs it fast (CUDA with bf16; CPUs with AMX/avx512-bf16),
+else fp32. Weights, optimizer state and BatchNorm statistics stay fp32 either way.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("trainer.device=cuda but no CUDA device is available (use auto or cpu)")
+    return torch.device(name)
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+@dataclass(frozen=True)
+class Precision:
+    device: torch.device
+    name: str  # "fp32" or "bf16" (never "auto": resolved at construction by `resolve_precision`)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.name == "bf16" else torch.float32
+
+    def autocast(self):
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    if name not in PRECISIONS:
+        raise ValueError(f"trainer.precision={name!r}; expected one of {list(PRECISIONS)}")
+    if name == "auto":
+        name = "bf16" if bf16_is_fast(device) else "fp32"
+    return Precision(device, name)

@@ -1,0 +1,83 @@
+"""Run-folder files, written atomically (temp file + rename) so a crash never leaves half a result.
+
+Run folder contract: result.json, history.csv, checkpoints/best.pt, plots/*.png.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional
+
+import torch
+
+RESULT_FILE = "result.json"
+HISTORY_FILE = "history.csv"
+CHECKPOINT_FILE = "checkpoints/best.pt"
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s")
+STATUSES = ("completed", "failed", "diverged", "pruned")
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf are not JSON: store them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(dict(data)), indent=2, sort_keys=False) + "\n")
+
+
+def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Optional[List[str]] = None) -> None:
+    rows = list(rows)
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def write_history(run_dir: Path, epochs: List[Dict[str, float]]) -> None:
+    write_csv(Path(run_dir) / HISTORY_FILE, epochs, list(HISTORY_COLUMNS))
+
+
+def read_result(run_dir: Path) -> Optional[Dict[str, Any]]:
+    """The run's result.json as a dict, or None when absent or unreadable."""
+    try:
+        return json.loads((Path(run_dir) / RESULT_FILE).read_text())
+    except (OSError, ValueError):
+        return None

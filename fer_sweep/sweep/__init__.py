@@ -1,0 +1,1 @@
+"""Sweeps: aggregation of job results, Hydra callbacks, and the sweepers behind the Hydra plugins."""

@@ -1,0 +1,180 @@
+"""Readers, validation, cache and splits on the real FER2013 samples in ../shared/data."""
+import gzip
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fer_sweep.data import DataError, load_dataset, read_fer2013
+from fer_sweep.data.arrays import EMOTIONS
+from fer_sweep.data.cache import cached
+from fer_sweep.data.splits import make_splits, merge_disgust_into_angry
+
+MINI_PER_CLASS = [496, 56, 513, 900, 607, 401, 620]
+MINI_PER_USAGE = {"Training": 2872, "PublicTest": 361, "PrivateTest": 360}
+
+
+def test_mini_csv_counts(mini_csv):
+    data = read_fer2013(mini_csv)
+    assert data.images.shape == (3593, 48, 48) and data.images.dtype == np.uint8
+    assert np.bincount(data.labels, minlength=7).tolist() == MINI_PER_CLASS
+    assert {u: sum(c.values()) for u, c in data.counts().items()} == MINI_PER_USAGE
+    assert data.class_names == EMOTIONS
+
+
+def test_plain_csv_equals_gzip(mini_csv, tmp_path):
+    plain = tmp_path / "fer2013.csv"
+    plain.write_bytes(gzip.decompress(mini_csv.read_bytes()))
+    a, b = read_fer2013(mini_csv), read_fer2013(plain)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+
+
+def test_icml_variant_header(mini_csv, tmp_path):
+    frame = pd.read_csv(mini_csv, nrows=20)
+    path = tmp_path / "icml_face_data.csv"
+    with open(path, "w") as f:
+        f.write("emotion, Usage, pixels\n")
+        for e, p, u in frame[["emotion", "pixels", "Usage"]].itertuples(index=False):
+            f.write(f"{e}, {u}, {p}\n")
+    data = read_fer2013(path)
+    assert len(data) == 20
+    assert np.array_equal(data.labels, frame["emotion"].to_numpy())
+    assert np.array_equal(data.images[3].ravel(), np.array(frame["pixels"][3].split(), dtype=np.uint8))
+
+
+def test_folder_sample_counts(folder_sample):
+    data = read_fer2013(folder_sample)
+    counts = data.counts()
+    assert len(data) == 56
+    # 4 per class in train/, and 4 per class in test/ split between PublicTest_ and PrivateTest_ names
+    assert counts["Training"] == {c: 4 for c in EMOTIONS}
+    assert sum(counts["PublicTest"].values()) + sum(counts["PrivateTest"].values()) == 28
+    assert all(counts["PublicTest"][c] + counts["PrivateTest"][c] == 4 for c in EMOTIONS)
+
+
+def test_folder_resizes_and_converts_rgb(folder_sample, tmp_path, caplog):
+    root = tmp_path / "faces"
+    shutil.copytree(folder_sample, root)
+    victim = next((root / "train" / "happy").iterdir())
+    gray = np.asarray(Image.open(victim))
+    Image.fromarray(np.stack([gray] * 3, -1)).resize((96, 96)).save(victim.with_suffix(".png"))
+    victim.unlink()
+    data = read_fer2013(root)
+    assert data.images.shape == (56, 48, 48)
+    assert "resized" in caplog.text
+
+
+def _write_csv(path, rows, header="emotion,pixels,Usage"):
+    path.write_text(header + "\n" + "".join(f"{r}\n" for r in rows))
+    return path
+
+
+GOOD_PIXELS = " ".join(["7"] * 2304)
+
+
+def _pixels_ending(last: str) -> str:
+    return " ".join(["7"] * 2303 + [last])
+
+
+@pytest.mark.parametrize("row, message", [
+    (f'0,"{" ".join(["7"] * 2303)}",Training', "row 3: pixels has 2303 values, expected 2304"),
+    (f'0,"{_pixels_ending("x")}",Training', "row 3: pixel 2303 is 'x', expected an integer 0-255"),
+    (f'0,"{_pixels_ending("256")}",Training', "row 3: pixel 2303 is '256'"),
+    (f'0,"{_pixels_ending("-1")}",Training', "row 3: pixel 2303 is '-1'"),
+    (f'0,"{_pixels_ending("2.5")}",Training', "row 3: pixel 2303 is '2.5'"),
+    (f'9,"{GOOD_PIXELS}",Training', "row 3: emotion '9' is not an integer 0-6"),
+    (f'x,"{GOOD_PIXELS}",Training', "row 3: emotion 'x'"),
+    (f'0,"{GOOD_PIXELS}",Validation', "row 3: unknown Usage 'Validation'"),
+], ids=["count", "text", "256", "negative", "float", "emotion9", "emotionx", "usage"])
+def test_bad_csv_rows_are_named(tmp_path, row, message):
+    path = _write_csv(tmp_path / "bad.csv", [f'1,"{GOOD_PIXELS}",Training', row])
+    with pytest.raises(DataError) as err:
+        read_fer2013(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_fer2013(tmp_path / "nope.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match="empty"):
+        read_fer2013(tmp_path / "empty.csv")
+    _write_csv(tmp_path / "header_only.csv", [])
+    with pytest.raises(DataError, match="no rows"):
+        read_fer2013(tmp_path / "header_only.csv")
+    _write_csv(tmp_path / "cols.csv", ["0,1"], header="emotion,usage")
+    with pytest.raises(DataError, match=r"missing column\(s\) \['pixels', 'Usage'\]"):
+        read_fer2013(tmp_path / "cols.csv")
+
+
+def test_bad_folders(tmp_path, folder_sample):
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(DataError, match="expected sub-folders train/ and test/"):
+        read_fer2013(tmp_path / "flat")
+    root = tmp_path / "faces"
+    shutil.copytree(folder_sample, root)
+    broken = root / "test" / "sad" / "PrivateTest_broken.jpg"
+    broken.write_bytes(b"not a jpeg at all")
+    with pytest.raises(DataError, match="PrivateTest_broken.jpg: unreadable image"):
+        read_fer2013(root)
+    broken.unlink()
+    (root / "train" / "contempt").mkdir()
+    with pytest.raises(DataError, match="unknown class folder 'contempt'"):
+        read_fer2013(root)
+
+
+def test_cache_roundtrip_and_invalidation(mini_csv, tmp_path):
+    src = tmp_path / "fer.csv.gz"
+    shutil.copy(mini_csv, src)
+    calls = []
+
+    def reader(p):
+        calls.append(p)
+        return read_fer2013(p)
+
+    first = cached(src, tmp_path / "cache", reader)
+    second = cached(src, tmp_path / "cache", reader)
+    assert len(calls) == 1 and np.array_equal(first.images, second.images)
+    assert second.class_names == EMOTIONS
+    src.write_bytes(gzip.compress(b"emotion,pixels,Usage\n" + f'3,"{GOOD_PIXELS}",Training\n'.encode()))
+    third = cached(src, tmp_path / "cache", reader)
+    assert len(calls) == 2 and len(third) == 1
+
+
+def test_missing_explicit_path_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset({"name": "fer2013", "path": str(tmp_path / "missing.csv")})
+
+
+def test_no_path_falls_back_to_synthetic(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FER2013_PATH", raising=False)
+    data = load_dataset({"name": "fer2013", "path": None, "synthetic": {"n_train": 70, "n_public": 14,
+                                                                          "n_private": 14}})
+    assert data.source == "synthetic" and len(data) == 98
+    assert "SYNTHETIC" in caplog.text
+
+
+def test_seed_split(mini_csv):
+    data = read_fer2013(mini_csv)
+    s = make_splits(data, "seed", seed=0)
+    assert s.sizes() == {"train": 2586, "val": 647, "test": 360}
+    assert (s.test.usage == 2).all()
+    again, other = make_splits(data, "seed", seed=0), make_splits(data, "seed", seed=1)
+    assert np.array_equal(s.val.images, again.val.images)
+    assert not np.array_equal(s.val.images, other.val.images)
+
+
+def test_official_split(mini_csv):
+    s = make_splits(read_fer2013(mini_csv), "official")
+    assert s.sizes() == {"train": 2872, "val": 361, "test": 360}
+    with pytest.raises(DataError, match="unknown data.split"):
+        make_splits(read_fer2013(mini_csv), "random")
+
+
+def test_merge_disgust(mini_csv):
+    merged = merge_disgust_into_angry(read_fer2013(mini_csv))
+    assert merged.class_names == ("angry", "fear", "happy", "sad", "surprise", "neutral")
+    assert np.bincount(merged.labels).tolist() == [496 + 56, 513, 900, 607, 401, 620]

@@ -1,0 +1,73 @@
+"""train(cfg) in-process and `python -m fer_sweep` as a user runs it."""
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from fer_sweep.app import train
+from fer_sweep.results import CHECKPOINT_FILE, HISTORY_COLUMNS
+from tests.conftest import FAST, TINY_TRAINING, run_cli
+
+RESULT_KEYS = {"status", "dataset", "model", "scheduler", "optimizer", "augmentation", "epochs", "lr", "batch_size",
+               "seed", "params", "best_epoch", "best_val_acc", "test_acc", "test_loss", "per_class_test_acc",
+               "train_time_s"}
+
+
+def test_cli_run_writes_every_output(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli([*FAST, "model=cnn", "scheduler=onecycle", f"hydra.run.dir={out}"])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert RESULT_KEYS <= set(result)
+    assert result["status"] == "completed" and result["dataset"] == "synthetic"
+    assert result["model"] == "cnn" and result["scheduler"] == "onecycle"
+    assert set(result["per_class_test_acc"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+    assert 0 <= result["test_acc"] <= 1
+    history = pd.read_csv(out / "history.csv")
+    assert list(history.columns) == list(HISTORY_COLUMNS) and len(history) == 2
+    checkpoint = torch.load(out / CHECKPOINT_FILE, weights_only=True)
+    assert checkpoint["model"] == "cnn" and checkpoint["class_names"][3] == "happy"
+    assert {p.name for p in (out / "plots").iterdir()} == {"accuracy.png", "loss.png", "lr.png", "confusion.png"}
+
+
+def test_no_dataset_says_synthetic(tmp_path):
+    proc = run_cli(["trainer.epochs=1", "data.synthetic.n_train=70", "data.synthetic.n_public=14",
+                    "data.synthetic.n_private=14", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "USING THE BUILT-IN SYNTHETIC DATASET" in proc.stdout + proc.stderr
+
+
+def test_bad_data_path_exits_nonzero_with_message(tmp_path):
+    proc = run_cli([*TINY_TRAINING, f"data.path={tmp_path / 'missing.csv'}",
+                    f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode != 0
+    assert "missing.csv: no such file or folder" in proc.stderr
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "failed"
+
+
+def test_bad_config_value_exits_nonzero(tmp_path):
+    proc = run_cli([*FAST, "model=resnet99", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode != 0 and "resnet99" in proc.stderr
+
+
+def test_same_seed_same_numbers(make_cfg, tmp_path):
+    a = train(make_cfg(*FAST, "trainer.plots=false"), tmp_path / "a")
+    b = train(make_cfg(*FAST, "trainer.plots=false"), tmp_path / "b")
+    c = train(make_cfg(*FAST, "trainer.plots=false", "seed=1"), tmp_path / "c")
+    for key in ("best_val_acc", "test_acc", "test_loss"):
+        assert a[key] == b[key]
+    assert (a["test_loss"], a["best_val_acc"]) != (c["test_loss"], c["best_val_acc"])
+
+
+def test_diverged_run_is_reported(make_cfg, tmp_path):
+    result = train(make_cfg(*FAST, "optimizer.lr=1e12", "trainer.plots=false", "trainer.precision=fp32"),
+                   tmp_path / "d")
+    assert result["status"] == "diverged"
+
+
+def test_mini_csv_resnet9(make_cfg, tmp_path, mini_csv):
+    result = train(make_cfg("data=fer2013", f"data.path={mini_csv}", "model=resnet9", "trainer.epochs=1",
+                            "trainer.plots=false"), tmp_path / "r")
+    assert result["dataset"] == "fer2013" and result["split_sizes"] == {"train": 2586, "val": 647, "test": 360}
+    assert result["status"] == "completed" and result["test_acc"] > 0
