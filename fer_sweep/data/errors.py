@@ -1,0 +1,5 @@
+"""One exception type for bad input data, so the CLI can print a clean message and exit non-zero."""
+
+
+class DataError(ValueError):
+    """A dataset file or folder is missing, empty or malformed; the message names the file and row/image."""

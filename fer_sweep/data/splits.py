@@ -1,0 +1,59 @@
+"""Turn a whole dataset into train / val / test index sets.
+
+``seed`` (the article's protocol): Training+PublicTest shuffled with the run's seed and split 80/20 into
+train/val; PrivateTest is the test set. ``official``: Training / PublicTest / PrivateTest as published.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import numpy as np
+
+from fer_sweep.data.arrays import USAGES, FERArrays
+from fer_sweep.data.errors import DataError
+
+SPLITS = ("seed", "official")
+
+
+@dataclass
+class Splits:
+    train: FERArrays
+    val: FERArrays
+    test: FERArrays
+
+    def sizes(self) -> Dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def merge_disgust_into_angry(data: FERArrays) -> FERArrays:
+    """The article's suggestion: Disgust has few samples, so fold it into Angry (6 classes)."""
+    names = list(data.class_names)
+    angry, disgust = names.index("angry"), names.index("disgust")
+    labels = np.where(data.labels == disgust, angry, data.labels)
+    labels = np.where(labels > disgust, labels - 1, labels)
+    return FERArrays(data.images, labels.astype(np.int64), data.usage,
+                     tuple(n for n in names if n != "disgust"), data.source, dict(data.meta))
+
+
+def make_splits(data: FERArrays, split: str = "seed", seed: int = 0, val_fraction: float = 0.2) -> Splits:
+    usage = {name: np.flatnonzero(data.usage == u) for u, name in enumerate(USAGES)}
+    if split == "seed":
+        pool = np.concatenate([usage["Training"], usage["PublicTest"]])
+        pool = pool[np.random.default_rng(seed).permutation(len(pool))]
+        n_val = int(round(len(pool) * val_fraction))
+        train, val = np.sort(pool[n_val:]), np.sort(pool[:n_val])
+    elif split == "official":
+        train, val = usage["Training"], usage["PublicTest"]
+    else:
+        raise DataError(f"unknown data.split {split!r}; expected one of {list(SPLITS)}")
+    test = usage["PrivateTest"]
+    empty = [name for name, idx in (("train", train), ("val", val), ("test", test)) if len(idx) == 0]
+    if empty:
+        raise DataError(f"{data.source}: the {split!r} split leaves {', '.join(empty)} empty "
+                        f"(rows per Usage: { {k: len(v) for k, v in usage.items()} })")
+    return Splits(data.subset(train), data.subset(val), data.subset(test))
+
+
+def describe(splits: Splits) -> Tuple[str, ...]:
+    return tuple(f"{k}={v}" for k, v in splits.sizes().items())

@@ -1,0 +1,99 @@
+"""Grid multiruns as a user runs them: results.csv, the report, failures that don't stop a sweep, resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from fer_sweep.report import main as report_main
+from fer_sweep.report import pivot, summarize
+from tests.conftest import ROOT, run_cli
+
+TINY = ["data=synthetic", "data.n_train=140", "data.n_public=35", "data.n_private=35", "trainer.epochs=1",
+        "trainer.batch_size=64", "trainer.threads=1", "trainer.plots=false"]
+COLUMNS = ["job", "model", "scheduler", "optimizer", "augmentation", "data", "seed", "status", "error",
+           "best_val_acc", "test_acc", "test_loss", "train_time_s", "params", "output_dir"]
+
+
+def test_two_by_two_grid(tmp_path, capsys):
+    proc = run_cli(["--multirun", *TINY, "model=cnn,resnet9", "scheduler=none,onecycle",
+                    f"hydra.sweep.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr
+    assert "Sweep finished: 4 completed" in proc.stdout
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert len(frame) == 4 and set(COLUMNS) <= set(frame.columns)
+    assert frame["job"].tolist() == [0, 1, 2, 3]
+    assert sorted(zip(frame["model"], frame["scheduler"])) == [("cnn", "none"), ("cnn", "onecycle"),
+                                                               ("resnet9", "none"), ("resnet9", "onecycle")]
+    assert (frame["status"] == "completed").all() and (frame["data"] == "synthetic").all()
+    assert frame["trainer.epochs"].tolist() == [1, 1, 1, 1]  # overridden parameters get their own columns
+    assert "| cnn |" in (tmp_path / "report.md").read_text()
+
+    assert report_main([str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| model | none | onecycle |" in printed and "| resnet9 |" in printed
+    assert (tmp_path / "report.png").exists()
+
+
+def test_failed_job_does_not_stop_the_sweep_and_resume_reruns_it(tmp_path):
+    args = ["--multirun", *TINY, "optimizer.lr=0.001,-1,0.002", f"hydra.sweep.dir={tmp_path}"]
+    proc = run_cli(args)
+    assert proc.returncode != 0
+    assert "Sweep finished: 2 completed, 1 failed" in proc.stdout
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert frame["status"].tolist() == ["completed", "failed", "completed"]
+    assert "Invalid learning rate: -1" in frame["error"][1]
+    assert "Failed or diverged jobs" in (tmp_path / "report.md").read_text()
+
+    first_times = frame["train_time_s"].tolist()
+    again = run_cli(args)  # resume: completed jobs are skipped, the failed one runs (and fails) again
+    assert again.returncode != 0
+    assert (again.stdout + again.stderr).count("skipping (resume)") == 2
+    frame2 = pd.read_csv(tmp_path / "results.csv")
+    assert frame2["train_time_s"][0] == first_times[0] and frame2["train_time_s"][2] == first_times[2]
+    assert len(frame2) == 3
+
+
+def test_changed_config_is_not_skipped(tmp_path):
+    run_cli(["--multirun", *TINY, "seed=0", f"hydra.sweep.dir={tmp_path}"])
+    proc = run_cli(["--multirun", *TINY, "seed=1", f"hydra.sweep.dir={tmp_path}"])
+    assert "skipping (resume)" not in proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "0" / "result.json").read_text())["seed"] == 1
+
+
+def test_sigkill_half_way_then_resume(tmp_path):
+    args = [sys.executable, "-m", "fer_sweep", "--multirun", *TINY, "seed=0,1,2", f"hydra.sweep.dir={tmp_path}"]
+    env = {k: v for k, v in os.environ.items() if k != "FER2013_PATH"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "0" / "result.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "2" / "result.json").exists(), "the sweep finished before it could be killed"
+    done_before = json.loads((tmp_path / "0" / "result.json").read_text())
+
+    resumed = run_cli(args[3:])
+    assert resumed.returncode == 0, resumed.stderr
+    frame = pd.read_csv(tmp_path / "results.csv")
+    assert frame["status"].tolist() == ["completed"] * 3
+    assert frame["train_time_s"][0] == done_before["train_time_s"]  # job 0 was not redone
+
+
+def test_report_mean_std_over_seeds():
+    frame = pd.DataFrame({"model": ["cnn"] * 3 + ["resnet9"], "scheduler": ["none"] * 4,
+                          "status": ["completed"] * 3 + ["failed"], "test_acc": [0.6, 0.7, 0.8, None]})
+    summary = summarize(frame)
+    assert summary["n"].tolist() == [3]  # the failed resnet9 job is left out
+    assert summary["mean"][0] == pytest.approx(0.7) and summary["std"][0] == pytest.approx(0.1)
+    assert pivot(summary, "model", "scheduler").loc["cnn", "none"] == "0.700 ± 0.100 (n=3)"
+
+
+def test_report_errors_are_clear(tmp_path, capsys):
+    assert report_main([str(tmp_path / "nope")]) == 2
+    assert "no such sweep folder" in capsys.readouterr().err
