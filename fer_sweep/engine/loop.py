@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from fer_sweep.data.batches import DeviceBatches, normalize
 from fer_sweep.engine.callbacks import Callback
 from fer_sweep.engine.precision import Precision
+from fer_sweep.engine.techniques import EMA, mix_batch, tta_views
 from fer_sweep.optim import Schedule
 
 
@@ -38,19 +39,16 @@ class Evaluation:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images_u8: torch.Tensor, precision: Precision, tta: bool = False) -> torch.Tensor:
-    """fp32 logits for a uint8 batch; with tta, the mean of the image's and its mirror's logits."""
-    x = normalize(images_u8)
+def predict_logits(model: nn.Module, images_u8: torch.Tensor, precision: Precision, tta: str = "none") -> torch.Tensor:
+    """fp32 logits for a uint8 batch; with test-time augmentation (flip, tencrop), the mean over the views."""
+    views = tta_views(normalize(images_u8), tta)
     with precision.autocast():
-        logits = model(x).float()
-        if tta:
-            logits = (logits + model(torch.flip(x, dims=[-1])).float()) / 2
-    return logits
+        return torch.stack([model(v.contiguous(memory_format=torch.channels_last)).float() for v in views]).mean(0)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: DeviceBatches, precision: Precision, batch_size: int = 1024,
-             tta: bool = False) -> Evaluation:
+             tta: str = "none") -> Evaluation:
     """Exact loss and accuracy over every sample (sums, not a mean of batch means)."""
     was_training = model.training
     model.eval()
@@ -70,11 +68,16 @@ def fit(model: nn.Module, train: DeviceBatches, val: DeviceBatches, optimizer: t
         schedule: Schedule, precision: Precision, epochs: int, batch_size: int,
         augment: Optional[Callable[..., torch.Tensor]] = None, generator: Optional[torch.Generator] = None,
         grad_clip_value: Optional[float] = None, grad_clip_norm: Optional[float] = None,
-        label_smoothing: float = 0.0, class_weights: Optional[torch.Tensor] = None,
+        label_smoothing: float = 0.0, class_weights: Optional[torch.Tensor] = None, ema: Optional[EMA] = None,
+        mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, num_classes: Optional[int] = None,
         callbacks: Sequence[Callback] = ()) -> History:
-    """Train for `epochs`; returns the per-epoch history. Stops with status 'diverged' on a non-finite loss."""
+    """Train for `epochs`; returns the per-epoch history. Stops with status 'diverged' on a non-finite loss.
+
+    With `ema`, validation scores the averaged weights (ema.model), which is what a checkpoint should keep.
+    """
     history = History()
     steps_per_epoch = train.num_batches(batch_size)
+    num_classes = num_classes or int(train.labels.max()) + 1
     for cb in callbacks:
         cb.on_train_start(steps_per_epoch)
     step = 0
@@ -87,9 +90,12 @@ def fit(model: nn.Module, train: DeviceBatches, val: DeviceBatches, optimizer: t
             x = normalize(images)
             if augment is not None:
                 x = augment(x, generator=generator)
+            targets = labels
+            if mixup_alpha > 0 or cutmix_alpha > 0:
+                x, targets = mix_batch(x, labels, num_classes, mixup_alpha, cutmix_alpha, generator)
             with precision.autocast():
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), labels, weight=class_weights,
+                loss = F.cross_entropy(logits.float(), targets, weight=class_weights,
                                        label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -98,6 +104,8 @@ def fit(model: nn.Module, train: DeviceBatches, val: DeviceBatches, optimizer: t
             if grad_clip_norm:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
             optimizer.step()
+            if ema is not None:
+                ema.update(model)
             history.batch_lr.append(optimizer.param_groups[0]["lr"])
             schedule.after_batch()
             loss_sum += loss.detach() * len(labels)
@@ -114,7 +122,7 @@ def fit(model: nn.Module, train: DeviceBatches, val: DeviceBatches, optimizer: t
         if history.status == "diverged" or not math.isfinite(train_loss):
             history.status = "diverged"
             break
-        val_eval = evaluate(model, val, precision, batch_size=max(batch_size, 512))
+        val_eval = evaluate(ema.model if ema else model, val, precision, batch_size=max(batch_size, 512))
         metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                    "train_acc": correct.item() / len(train), "val_loss": val_eval.loss, "val_acc": val_eval.acc,
                    "epoch_time_s": time.perf_counter() - tic}

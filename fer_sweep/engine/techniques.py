@@ -1,0 +1,82 @@
+"""Training and test-time techniques beyond the article: weight EMA, mixup/cutmix, ten-crop TTA, class weights.
+
+Each is off by default and switched on from the trainer config; the loop calls them, knowing no details.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+TTA_MODES = ("none", "flip", "tencrop")
+
+
+class EMA:
+    """An exponential moving average of the weights (and a copy of the buffers), evaluated and checkpointed
+    instead of the raw weights: it smooths the noise of the last steps, usually worth a little accuracy."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        self.model = copy.deepcopy(model).eval()
+        self.decay = decay
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for ema_v, v in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if ema_v.dtype.is_floating_point:
+                ema_v.lerp_(v, 1 - self.decay)
+            else:
+                ema_v.copy_(v)
+
+
+def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alpha: float, cutmix_alpha: float,
+              generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mixup or CutMix (one at random when both are on): returns the mixed batch and soft targets."""
+    onehot = F.one_hot(labels, num_classes).float()
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or torch.rand(1, generator=generator).item() < 0.5)
+    alpha = cutmix_alpha if use_cutmix else mixup_alpha
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(len(x), generator=generator).to(x.device)
+    if use_cutmix:
+        h, w = x.shape[-2:]
+        cut_h, cut_w = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
+        cy, cx = (int(v) for v in torch.randint(0, min(h, w), (2,), generator=generator))
+        y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+        x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+        lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    else:
+        x = lam * x + (1 - lam) * x[perm]
+    return x, lam * onehot + (1 - lam) * onehot[perm]
+
+
+def tta_views(x: torch.Tensor, mode: str) -> list:
+    """The views whose predictions are averaged: the image; + its mirror; or ten crops (4 corners and the
+    centre at 44x44, resized back to 48x48, each with its mirror), as Khaireddin & Chen score the test set."""
+    if mode in ("none", False, None):
+        return [x]
+    if mode in ("flip", True):
+        return [x, torch.flip(x, dims=[-1])]
+    if mode != "tencrop":
+        raise ValueError(f"unknown trainer.tta {mode!r}; expected one of {list(TTA_MODES)}")
+    size, crop = x.shape[-1], x.shape[-1] - 4
+    offsets = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]
+    views = []
+    for dy, dx in offsets:
+        view = F.interpolate(x[..., dy:dy + crop, dx:dx + crop], size=(size, size), mode="bilinear",
+                             align_corners=False)
+        views += [view, torch.flip(view, dims=[-1])]
+    return views
+
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Loss weights inversely proportional to class frequency (mean weight 1), for rare classes like Disgust."""
+    counts = torch.bincount(labels.cpu(), minlength=num_classes).float().clamp(min=1)
+    return counts.sum() / (num_classes * counts)
