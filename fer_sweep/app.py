@@ -24,6 +24,7 @@ from fer_sweep.data.batches import MEAN, STD, DeviceBatches
 from fer_sweep.engine.callbacks import BestCheckpoint, Callback, LogEpochs, ProgressBar
 from fer_sweep.engine.loop import evaluate, fit
 from fer_sweep.engine.precision import resolve_device, resolve_precision
+from fer_sweep.engine.techniques import EMA, balanced_class_weights
 from fer_sweep.models import build_model, count_parameters
 from fer_sweep.optim import build_optimizer, build_schedule
 
@@ -84,28 +85,37 @@ def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequenc
     checkpoint_payload = {"model": cfg.model.name, "model_kwargs": model_kwargs, "class_names": class_names,
                           "normalization": {"mean": MEAN, "std": STD}, "dataset": dataset,
                           "config": OmegaConf.to_container(cfg, resolve=True)}
-    best = BestCheckpoint(model, out / results.CHECKPOINT_FILE, lambda: checkpoint_payload)
+    ema = EMA(model, t.ema_decay) if t.ema_decay else None
+    scored_model = ema.model if ema else model  # what validation, the checkpoint and the test score use
+    best = BestCheckpoint(scored_model, out / results.CHECKPOINT_FILE, lambda: checkpoint_payload)
     run_callbacks: List[Callback] = [LogEpochs(t.epochs), ProgressBar(), best, *callbacks]
+    class_weights = None
+    if t.class_weights == "balanced":
+        class_weights = balanced_class_weights(train_set.labels, len(class_names)).to(device)
+    elif t.class_weights:
+        raise ValueError(f"trainer.class_weights={t.class_weights!r}; expected null or balanced")
 
     history = fit(model, train_set, val_set, optimizer, schedule, precision, t.epochs, t.batch_size,
                   augment=None if augment.is_identity else augment, generator=generator,
                   grad_clip_value=t.grad_clip_value, grad_clip_norm=t.grad_clip_norm,
-                  label_smoothing=t.label_smoothing, callbacks=run_callbacks)
+                  label_smoothing=t.label_smoothing, class_weights=class_weights, ema=ema,
+                  mixup_alpha=t.mixup_alpha, cutmix_alpha=t.cutmix_alpha, num_classes=len(class_names),
+                  callbacks=run_callbacks)
     status = history.status
     if history.stopped_early and any(getattr(cb, "pruned", False) for cb in callbacks):
         status = "pruned"
 
     result: Dict[str, Any] = {"status": status, "dataset": dataset, "data_source": splits.train.source,
                               **describe_run(cfg), "params": count_parameters(model), "device": str(device),
-                              "precision": precision.name, "split_sizes": splits.sizes(),
+                              "precision": precision.name, "tta": t.tta, "split_sizes": splits.sizes(),
                               "class_names": class_names, "epochs_run": len(history.epochs),
                               "best_epoch": best.best_epoch or None,
                               "best_val_acc": best.best if best.best_epoch else None,
                               "final_val_acc": history.epochs[-1]["val_acc"] if history.epochs else None}
     if best.best_epoch:  # score the test split with the best-val weights
         state = torch.load(out / results.CHECKPOINT_FILE, weights_only=True)["state_dict"]
-        model.load_state_dict(state)
-        test = evaluate(model, test_set, precision, tta=bool(t.tta))
+        scored_model.load_state_dict(state)
+        test = evaluate(scored_model, test_set, precision, tta=t.tta)
         matrix = confusion_matrix(test.labels.numpy(), test.preds.numpy(), len(class_names))
         per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
         result.update(test_acc=test.acc, test_loss=test.loss,
@@ -149,6 +159,8 @@ def run_job(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Dict[str, An
     """train() plus what a job in a sweep needs: job identity in result.json, resume, and failure records."""
     out = Path(cfg.output_dir)
     identity = {"config_hash": config_hash(cfg), **job_identity()}
+    if cfg.get("trial"):  # an Optuna trial: the sweeper adds its state and value(s) after telling the study
+        identity["trial"] = {"number": cfg.trial.number, "study": cfg.trial.study}
     previous = results.read_result(out)
     if previous and previous.get("status") == "completed" and previous.get("config_hash") == identity["config_hash"]:
         log.info("%s already completed for this config: skipping (resume)", out)
@@ -178,7 +190,12 @@ def job_identity() -> Dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> Any:
-    result = run_job(cfg)
+    callbacks = []
+    if cfg.get("trial"):  # launched by the Optuna sweeper: report each epoch to the trial, stop when pruned
+        from fer_sweep.sweep.pruning import TrialPruning
+
+        callbacks.append(TrialPruning.from_config(cfg.trial))
+    result = run_job(cfg, callbacks)
     return objective_value(result, cfg.objective)
 
 

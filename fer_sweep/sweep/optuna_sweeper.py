@@ -1,0 +1,346 @@
+"""Optuna sweeps on Optuna >= 5 with ask/tell: `hydra/sweeper=optuna` (hydra-optuna-sweeper pins optuna<3).
+
+What `sweep()` does, in order:
+1. The search space: `hydra.sweeper.params`, then the command line (which wins), parsed by search_space.py.
+2. The study: opened in its storage (default: a journal file in the sweep folder), or continued when one with
+   that name is there already. n_trials counts the study's trials in total, so running again continues it.
+3. Until the study holds n_trials trials (finished or running): ask up to n_jobs trials; launch them together
+   as Hydra jobs (overrides: fixed + sampled + `+trial.number/study/storage`, which the job's pruning callback
+   uses to reach its trial); read each job's result.json and tell the study COMPLETE (with the objective
+   values), PRUNED or FAIL; add the trial's number, state and value(s) to that result.json.
+4. best.yaml (best parameters and the command to rerun them; the Pareto front for several objectives),
+   Optuna's plots, then finish_sweep: results.csv, report.md and the summary line.
+
+Job folder = trial number, so two trials never share a folder, also when a study is continued.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import shlex
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import optuna
+import yaml
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution
+from optuna.samplers import (BaseSampler, CmaEsSampler, GPSampler, GridSampler, NSGAIISampler, QMCSampler,
+                             RandomSampler, TPESampler)
+from optuna.storages import fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from fer_sweep import results
+from fer_sweep.sweep.finish import SweepFailed, finish_sweep
+from fer_sweep.sweep.grid import record_unreported_failures
+from fer_sweep.sweep.pruning import PRUNER_ATTR, build_pruner
+from fer_sweep.sweep.search_space import (create_distributions, describe, format_override, format_value,
+                                          grid_values)
+from fer_sweep.sweep.storage import open_storage, storage_url
+
+log = logging.getLogger(__name__)
+
+SAMPLERS: Dict[str, Callable[..., BaseSampler]] = {
+    "tpe": TPESampler, "random": RandomSampler, "cmaes": CmaEsSampler, "gp": GPSampler, "qmc": QMCSampler,
+    "nsgaii": NSGAIISampler}  # and "grid", built from the search space
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+BEST_FILE = "best.yaml"
+
+
+class OptunaSweeper(Sweeper):
+    """Hydra sweeper: a search over the overrides' search space, one Optuna trial per Hydra job."""
+
+    def __init__(self, sampler: Any, direction: Any, storage: Optional[str], study_name: Optional[str],
+                 n_trials: int, n_jobs: int, max_failure_rate: float, pruner: Any, params: Any,
+                 heartbeat_interval: Optional[int] = None):
+        self.sampler = _plain(sampler) or {}
+        self.directions = [str(d).lower() for d in ([direction] if isinstance(direction, str) else direction)]
+        self.storage, self.study_name = storage, study_name
+        self.n_trials, self.n_jobs = int(n_trials), max(1, int(n_jobs))
+        self.max_failure_rate = float(max_failure_rate)
+        self.pruner = {"name": "none", "monitor": "val_acc", "options": {}, **(_plain(pruner) or {})}
+        self.params = _plain(params) or {}
+        self.heartbeat_interval = heartbeat_interval
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.launcher = None
+        self.objectives: List[str] = []
+        self.url = ""
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                                task_function=task_function, config=config)
+
+    def sweep(self, arguments: List[str]) -> optuna.Study:
+        assert self.config is not None and self.launcher is not None and self.hydra_context is not None
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        overrides = [_param_override(k, v) for k, v in self.params.items()] + list(arguments)
+        distributions, fixed = create_distributions(overrides, self.hydra_context.config_loader)
+        if not distributions:
+            raise ValueError("nothing to search: give hydra.sweeper.params or overrides such as "
+                             "'optimizer.lr=tag(log, interval(1e-4, 1e-1))'")
+        self.objectives = objective_names(self.config.objective)
+        self.validate()
+        self.url = storage_url(self.storage, sweep_dir)
+        study = self.open_study(self.study_name or sweep_dir.resolve().name, distributions)
+        log.info("Optuna study %r in %s, %s, n_trials=%d; search space:\n%s", study.study_name, self.url,
+                 "/".join(self.directions), self.n_trials, describe(distributions, fixed))
+
+        stopped = self.run_trials(study, distributions, list(fixed.values()))
+        write_best(study, sweep_dir / BEST_FILE, self.objectives, self.url)
+        write_plots(study, sweep_dir, self.objectives)
+        self.finish(sweep_dir, stopped)
+        return study
+
+    def validate(self) -> None:
+        """Configuration mistakes fail before any job runs."""
+        if any(d not in ("maximize", "minimize") for d in self.directions):
+            raise ValueError(f"hydra.sweeper.direction: maximize, minimize or a list, not {self.directions}")
+        if len(self.directions) != len(self.objectives):
+            raise ValueError(f"objective {self.objectives} but direction {self.directions}: give as many of each, "
+                             f"e.g. objective=[best_val_acc,params] hydra.sweeper.direction=[maximize,minimize]")
+        build_pruner(self.pruner["name"], self.pruner.get("options"))
+        if self.pruner["name"] != "none" and len(self.directions) > 1:
+            raise ValueError("Optuna cannot prune multi-objective studies: use hydra.sweeper.pruner.name=none")
+        if self.sampler.get("name", "tpe") not in [*SAMPLERS, "grid"]:
+            raise ValueError(f"unknown sampler {self.sampler.get('name')!r}: one of {[*SAMPLERS, 'grid']}")
+
+    def open_study(self, name: str, distributions: Dict[str, BaseDistribution]) -> optuna.Study:
+        """Create the study or continue it, with this run's sampler; keep the pruner's recipe for the jobs."""
+        study = optuna.create_study(storage=open_storage(self.url, self.heartbeat_interval), study_name=name,
+                                    directions=self.directions, load_if_exists=True)
+        existing = [d.name.lower() for d in study.directions]
+        if existing != self.directions:
+            raise ValueError(f"study {name!r} in {self.url} has directions {existing}, not {self.directions}")
+        study.sampler = build_sampler(self.sampler, distributions, len(study.get_trials(deepcopy=False)))
+        study.set_user_attr(PRUNER_ATTR, self.pruner)
+        return study
+
+    def trial_budget(self, distributions: Dict[str, BaseDistribution]) -> int:
+        """n_trials, but never more than a grid has points (Optuna's grid sampler can't stop an ask/tell loop)."""
+        if self.sampler.get("name") != "grid":
+            return self.n_trials
+        return min(self.n_trials, math.prod(len(v) for v in grid_values(distributions).values()))
+
+    def run_trials(self, study: optuna.Study, distributions: Dict[str, BaseDistribution],
+                   fixed: List[str]) -> Optional[str]:
+        """Ask, launch, tell until the study holds n_trials trials; returns why it stopped early, if it did."""
+        budget = self.trial_budget(distributions)
+        while True:
+            if self.heartbeat_interval:  # RDB storage: a dead worker's RUNNING trial becomes FAIL
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    fail_stale_trials(study)
+            left = budget - len(study.get_trials(deepcopy=False, states=COUNTED))
+            if left <= 0:
+                return None
+            trials = [study.ask(distributions) for _ in range(min(self.n_jobs, left))]
+            for run in consecutive_runs(trials):
+                self.run_batch(study, run, fixed)
+            failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+            if failed > self.max_failure_rate * budget:
+                return f"{failed} failed trials: more than max_failure_rate={self.max_failure_rate} of {budget}"
+
+    def run_batch(self, study: optuna.Study, trials: List[optuna.Trial], fixed: List[str]) -> None:
+        """Launch one job per trial (job number = trial number) and tell the study how each ended."""
+        jobs = []
+        for trial in trials:
+            rerun = fixed + [format_override(name, value) for name, value in trial.params.items()]
+            trial.set_user_attr("overrides", rerun)  # best.yaml's command, and the dashboard's record
+            jobs.append(rerun + self.trial_overrides(study, trial))
+            log.info("trial %d: %s", trial.number, " ".join(rerun[len(fixed):]))
+        try:
+            job_returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
+        except BaseException:  # the launcher itself broke: no trial of this batch may stay RUNNING
+            for trial in trials:
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
+        record_unreported_failures(job_returns)  # never read a failed job's return_value: it re-raises
+        for trial, job_return in zip(trials, job_returns):
+            self.tell(study, trial, job_return)
+
+    def trial_overrides(self, study: optuna.Study, trial: optuna.Trial) -> List[str]:
+        """How a job reaches its trial through the storage (see fer_sweep.sweep.pruning); not in config_hash."""
+        return [f"+trial.number={trial.number}", f"+trial.study={format_value(study.study_name)}",
+                f"+trial.storage={format_value(self.url)}"]
+
+    def tell(self, study: optuna.Study, trial: optuna.Trial, job_return: JobReturn) -> None:
+        """The job's result.json -> the trial's state and values; then the trial's row goes into that file."""
+        out = Path(job_return.hydra_cfg.hydra.runtime.output_dir) if job_return.hydra_cfg is not None else None
+        result = results.read_result(out) if out is not None else None
+        if job_return.status == JobStatus.FAILED:
+            state, values = TrialState.FAIL, None
+        else:
+            state, values = outcome(result, self.objectives)
+        if out is not None:
+            trial.set_user_attr("output_dir", str(out))
+        frozen = tell_study(study, trial, state, values)
+        if result is not None and out is not None:  # `trial` replaces the +trial.* overrides in results.csv
+            overrides = [o for o in result.get("overrides") or [] if not o.startswith("+trial.")]
+            record = trial_record(frozen, study.study_name, self.objectives)
+            results.write_json(out / results.RESULT_FILE, {**result, "overrides": overrides, "trial": record})
+
+    def finish(self, sweep_dir: Path, stopped: Optional[str]) -> None:
+        """results.csv and report.md; failures within max_failure_rate are a warning, beyond it an error."""
+        try:
+            finish_sweep(sweep_dir, title="Optuna sweep")
+        except SweepFailed as exc:
+            if stopped is None:
+                log.warning("%s; within max_failure_rate=%s, so the sweep goes on", exc, self.max_failure_rate)
+        if stopped is not None:
+            raise SweepFailed(f"Optuna sweep stopped early: {stopped}")
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _param_override(name: str, value: Any) -> str:
+    """A `hydra.sweeper.params` entry as a command-line override (YAML may have made a number or list of it)."""
+    return f"{name}={value if isinstance(value, (str, list)) else format_value(value)}"
+
+
+def objective_names(objective: Any) -> List[str]:
+    """cfg.objective, the result.json key(s) the study optimizes: a name or a list of names."""
+    return [objective] if isinstance(objective, str) else [str(o) for o in objective]
+
+
+def build_sampler(spec: Dict[str, Any], distributions: Dict[str, BaseDistribution], trials_so_far: int
+                  ) -> BaseSampler:
+    """The configured sampler. A continued study reseeds (seed + trials so far) so that random starts don't
+    repeat the first run's points; qmc and grid keep their seed: they resume their own sequence from the study."""
+    name, seed, options = spec.get("name", "tpe"), spec.get("seed"), dict(spec.get("options") or {})
+    if seed is not None and name not in ("qmc", "grid"):
+        seed = int(seed) + trials_so_far
+    if name == "grid":
+        return GridSampler(grid_values(distributions), seed=seed, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return SAMPLERS[name](seed=seed, **options)
+
+
+def consecutive_runs(trials: Sequence[optuna.Trial]) -> List[List[optuna.Trial]]:
+    """Split a batch where trial numbers jump (another process asked in between), so each launch can number
+    its jobs from its first trial and job folder = trial number still holds."""
+    runs: List[List[optuna.Trial]] = []
+    for trial in trials:
+        if runs and trial.number == runs[-1][-1].number + 1:
+            runs[-1].append(trial)
+        else:
+            runs.append([trial])
+    return runs
+
+
+def outcome(result: Optional[Dict[str, Any]], objectives: List[str]):
+    """(state, values) for a job's result. A diverged run still has its best-before-NaN accuracy: COMPLETE
+    with it; any run without a finite value for every objective is a FAIL."""
+    status = (result or {}).get("status")
+    if status == "pruned":
+        return TrialState.PRUNED, None
+    if status in ("completed", "diverged"):
+        values = [result.get(name) for name in objectives]
+        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            return TrialState.COMPLETE, [float(v) for v in values]
+    return TrialState.FAIL, None
+
+
+def tell_study(study: optuna.Study, trial: optuna.Trial, state: TrialState, values: Optional[List[float]]
+               ) -> FrozenTrial:
+    """study.tell, tolerating the RuntimeError of GridSampler calling study.stop() after the last grid point
+    (stop() only works inside study.optimize); the trial was recorded before that."""
+    try:
+        return study.tell(trial, values, state=state, skip_if_finished=True)
+    except RuntimeError:
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        if not frozen.state.is_finished():
+            raise
+        return frozen
+
+
+def trial_record(trial: FrozenTrial, study_name: str, objectives: List[str]) -> Dict[str, Any]:
+    """The `trial` entry of result.json, which results.csv turns into columns trial, trial_state, trial_value..."""
+    record: Dict[str, Any] = {"number": trial.number, "study": study_name, "state": trial.state.name}
+    if trial.values is not None and len(objectives) == 1:
+        record["value"] = trial.values[0]
+    elif trial.values is not None:
+        record.update({f"value_{name}": v for name, v in zip(objectives, trial.values)})
+    return record
+
+
+def rerun_command(trial: FrozenTrial) -> str:
+    overrides = trial.user_attrs.get("overrides") or [format_override(k, v) for k, v in trial.params.items()]
+    return " ".join(["python -m fer_sweep", *(shlex.quote(o) for o in overrides)])
+
+
+def trial_summary(trial: FrozenTrial, objectives: List[str]) -> Dict[str, Any]:
+    values = dict(zip(objectives, trial.values))
+    return {"number": trial.number, **({"value": trial.value} if len(objectives) == 1 else {"values": values}),
+            "params": dict(trial.params), "output_dir": trial.user_attrs.get("output_dir"),
+            "command": rerun_command(trial)}
+
+
+def write_best(study: optuna.Study, path: Path, objectives: List[str], url: str) -> None:
+    """best.yaml: the best trial (or the Pareto front), its parameters and the exact command to rerun it."""
+    states: Dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    summary: Dict[str, Any] = {"study": study.study_name, "storage": url, "objectives": objectives,
+                               "directions": [d.name.lower() for d in study.directions], "trials": states}
+    if len(objectives) == 1:
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        summary["best"] = trial_summary(study.best_trial, objectives) if complete else None
+    else:
+        summary["pareto_front"] = [trial_summary(t, objectives) for t in study.best_trials]
+    results.atomic_write_text(path, "# Written by the Optuna sweeper; rerun a trial with its command.\n"
+                              + yaml.safe_dump(summary, sort_keys=False, width=1000))
+
+
+def write_plots(study: optuna.Study, sweep_dir: Path, objectives: List[str]) -> List[Path]:
+    """Optuna's optimization history, parameter importances and parallel coordinates (Pareto front for
+    several objectives) as PNG files; a plot that can't be drawn is a warning, never a failed sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization import matplotlib as plots
+
+    single = len(objectives) == 1
+    target = None if single else (lambda t: t.values[0])  # several objectives: history etc. of the first
+    kwargs = {"target": target, "target_name": objectives[0]}
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    draw: Dict[str, Callable[[], Any]] = {
+        "optuna_history.png": lambda: plots.plot_optimization_history(study, **kwargs),
+        "optuna_parallel_coordinate.png": lambda: plots.plot_parallel_coordinate(study, **kwargs)}
+    if len(complete) >= 2:
+        draw["optuna_importances.png"] = lambda: plots.plot_param_importances(study, **kwargs)
+    if not single and len(objectives) <= 3:
+        draw["optuna_pareto_front.png"] = lambda: plots.plot_pareto_front(study, target_names=objectives)
+    written = []
+    for name, plot in draw.items():
+        try:
+            written.append(_save_plot(plot, sweep_dir / name))
+        except Exception as exc:  # noqa: BLE001 - plots are a convenience
+            log.warning("could not draw %s: %s: %s", name, type(exc).__name__, exc)
+    return written
+
+
+def _save_plot(plot: Callable[[], Any], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ExperimentalWarning, and empty-study warnings
+        axes = plot()
+    figure = np.ravel(axes)[0].figure
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    tmp.replace(path)
+    return path
