@@ -127,7 +127,8 @@ def _draw(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     return np.where(box, uni(0.0, 1.0), img)
 
 
-def make_synthetic(n_train: int = 2872, n_public: int = 361, n_private: int = 360, seed: int = 0) -> FERArrays:
+def make_synthetic(n_train: int = 2872, n_public: int = 361, n_private: int = 360,
+                   seed: int = 0) -> FERArrays:
     """Draw a FER2013-shaped synthetic dataset: Training, then PublicTest, then PrivateTest rows.
 
     Classes are stratified (near-equal counts) and shuffled within each Usage group; the same seed always
