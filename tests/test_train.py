@@ -2,7 +2,6 @@
 import json
 
 import pandas as pd
-import pytest
 import torch
 
 from fer_sweep.app import train

@@ -86,9 +86,10 @@ def _parse_usage(path: Path, column: pd.Series) -> np.ndarray:
 def _parse_pixels(path: Path, column: pd.Series) -> np.ndarray:
     n = len(column)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # numpy warns (instead of raising) on unparsable text
+        # numpy warns (instead of raising) on text it cannot parse as integers, e.g. "x" or "2.5"
+        warnings.simplefilter("error")
         try:
-            flat = np.fromstring(" ".join(column.tolist()), dtype=np.float32, sep=" ")
+            flat = np.fromstring(" ".join(column.tolist()), dtype=np.int32, sep=" ")
         except (DeprecationWarning, ValueError):
             flat = None
     if flat is None or flat.size != n * N_PIXELS or not _all_bytes(flat):
@@ -97,7 +98,7 @@ def _parse_pixels(path: Path, column: pd.Series) -> np.ndarray:
 
 
 def _all_bytes(values: np.ndarray) -> bool:
-    return bool(np.all((values >= 0) & (values <= 255) & (values == np.round(values))))
+    return bool(np.all((values >= 0) & (values <= 255)))
 
 
 def _raise_first_bad_pixel_row(path: Path, column: pd.Series) -> None:

@@ -6,7 +6,7 @@ train/val; PrivateTest is the test set. ``official``: Training / PublicTest / Pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict
 
 import numpy as np
 
@@ -54,6 +54,3 @@ def make_splits(data: FERArrays, split: str = "seed", seed: int = 0, val_fractio
                         f"(rows per Usage: { {k: len(v) for k, v in usage.items()} })")
     return Splits(data.subset(train), data.subset(val), data.subset(test))
 
-
-def describe(splits: Splits) -> Tuple[str, ...]:
-    return tuple(f"{k}={v}" for k, v in splits.sizes().items())

@@ -64,6 +64,26 @@ def evaluate(model: nn.Module, data: DeviceBatches, precision: Precision, batch_
                       data.labels.cpu(), logits.softmax(1).cpu())
 
 
+def train_step(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
+               precision: Precision, class_weights: Optional[torch.Tensor] = None, label_smoothing: float = 0.0,
+               grad_clip_value: Optional[float] = None, grad_clip_norm: Optional[float] = None):
+    """One optimisation step on a ready (normalised, augmented) batch; returns (loss, logits).
+
+    Targets are class indices or soft targets (mixup). The loss is computed in fp32 whatever the precision.
+    """
+    with precision.autocast():
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), targets, weight=class_weights, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip_value:
+        nn.utils.clip_grad_value_(model.parameters(), grad_clip_value)
+    if grad_clip_norm:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    optimizer.step()
+    return loss, logits
+
+
 def fit(model: nn.Module, train: DeviceBatches, val: DeviceBatches, optimizer: torch.optim.Optimizer,
         schedule: Schedule, precision: Precision, epochs: int, batch_size: int,
         augment: Optional[Callable[..., torch.Tensor]] = None, generator: Optional[torch.Generator] = None,
@@ -93,17 +113,8 @@ def fit(model: nn.Module, train: DeviceBatches, val: DeviceBatches, optimizer: t
             targets = labels
             if mixup_alpha > 0 or cutmix_alpha > 0:
                 x, targets = mix_batch(x, labels, num_classes, mixup_alpha, cutmix_alpha, generator)
-            with precision.autocast():
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), targets, weight=class_weights,
-                                       label_smoothing=label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip_value:
-                nn.utils.clip_grad_value_(model.parameters(), grad_clip_value)
-            if grad_clip_norm:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
-            optimizer.step()
+            loss, logits = train_step(model, x, targets, optimizer, precision, class_weights, label_smoothing,
+                                      grad_clip_value, grad_clip_norm)
             if ema is not None:
                 ema.update(model)
             history.batch_lr.append(optimizer.param_groups[0]["lr"])
