@@ -4,20 +4,46 @@ What `sweep()` does, in order:
 1. The search space: `hydra.sweeper.params`, then the command line (which wins), parsed by search_space.py.
 2. The study: opened in its storage (default: a journal file in the sweep folder), or continued when one with
    that name is there already. n_trials counts the study's trials in total, so running again continues it.
-3. Until the study holds n_trials trials (finished or running): ask up to n_jobs trials; launch them together
-   as Hydra jobs (overrides: fixed + sampled + `+trial.number/study/storage`, which the job's pruning callback
-   uses to reach its trial); read each job's result.json and tell the study COMPLETE (with the objective
-   values), PRUNED or FAIL; add the trial's number, state and value(s) to that result.json.
+3. Until the study's n_trials slots are all taken (rule below): fail stale trials (heartbeat.py), ask up to
+   n_jobs trials, keep those the rule entitles; launch them together as Hydra jobs (overrides: fixed +
+   sampled + `+trial.number/study/storage/heartbeat_interval`, with which the job reaches its trial); read
+   each job's result.json and tell the study COMPLETE (with the objective values), PRUNED or FAIL, after
+   storing the result's status, metrics and output_dir as trial user attributes (so
+   `python -m fer_sweep.report --storage URL --study NAME` rebuilds results.csv from the study alone); add
+   the trial's number, state and value(s) to that result.json.
 4. best.yaml (best parameters and the command to rerun them; the Pareto front for several objectives),
    Optuna's plots, then finish_sweep: results.csv, report.md and the summary line.
 
 Job folder = trial number, so two trials never share a folder, also when a study is continued.
+
+Several sweep processes (on one host or many) with the same storage and study name share the study; the
+n_trials rule makes their sum exact, also when they ask at the same moment:
+- A *retry* is a trial with the system attribute `failed_trial` (Optuna's RetryHeartbeatStaleTrialCallback
+  enqueues one, same parameters, when a trial's heartbeat stops); the trials it retries are *replaced*.
+  Every other trial is *fresh*.
+- The n_trials slots go to the fresh trials with the lowest numbers (trials already told surplus aside):
+  a fresh trial runs only if fewer than n_trials such trials have a lower number. Numbers are handed out
+  atomically by the storage, so every process reaches the same verdict. A fresh trial beyond the slots is
+  *surplus* (its process lost the race for the last slot): it is told FAIL at once with user attribute
+  `fer_sweep.surplus=True`, never runs, is never retried and is counted nowhere (no row in results.csv).
+  A retry always runs: it takes over the slot of the trial it replaces.
+- *Finished* = COMPLETE, PRUNED or FAIL, neither surplus nor replaced. A process asks while slots are free
+  or retries are queued; then it waits while other workers' watched trials run (they may still go stale and
+  need a retry here), and exits. When all have exited the study holds exactly n_trials finished trials
+  (fewer only if max_failure_rate stopped it). All processes of one study should use the same n_trials.
+  Without heartbeats (heartbeat_interval: null) a killed worker's trial stays RUNNING and keeps its slot.
+Each process draws with its sampler reseeded per trial (seed + trial number), so parallel workers don't
+propose the same random points and one worker alone stays reproducible.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import shlex
+import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -32,12 +58,14 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.samplers import (BaseSampler, CmaEsSampler, GPSampler, GridSampler, NSGAIISampler, QMCSampler,
                              RandomSampler, TPESampler)
-from optuna.storages import fail_stale_trials
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep import results
+from fer_sweep.sweep.aggregate import TRAILING
 from fer_sweep.sweep.finish import SweepFailed, finish_sweep
 from fer_sweep.sweep.grid import record_unreported_failures
+from fer_sweep.sweep.heartbeat import Heartbeat, fail_stale_trials, grace_seconds, is_watched, retry_stale_trial
 from fer_sweep.sweep.pruning import PRUNER_ATTR, build_pruner
 from fer_sweep.sweep.search_space import (create_distributions, describe, format_override, format_value,
                                           grid_values)
@@ -48,8 +76,12 @@ log = logging.getLogger(__name__)
 SAMPLERS: Dict[str, Callable[..., BaseSampler]] = {
     "tpe": TPESampler, "random": RandomSampler, "cmaes": CmaEsSampler, "gp": GPSampler, "qmc": QMCSampler,
     "nsgaii": NSGAIISampler}  # and "grid", built from the search space
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 BEST_FILE = "best.yaml"
+SURPLUS_ATTR = "fer_sweep.surplus"  # trial user attribute of a trial asked beyond n_trials (see the module doc)
+RETRY_ATTR = "failed_trial"  # system attribute of a retry (Optuna's): the number of the original trial
+OBJECTIVES_ATTR = "fer_sweep.objectives"  # study user attribute: the result.json keys the values are
+RESULT_ATTRS = [k for k in (*TRAILING, "choices", "job") if k != "output_dir"]  # result.json -> trial user attrs
+WAIT_POLL_S = 10.0
 
 
 class OptunaSweeper(Sweeper):
@@ -57,15 +89,21 @@ class OptunaSweeper(Sweeper):
 
     def __init__(self, sampler: Any, direction: Any, storage: Optional[str], study_name: Optional[str],
                  n_trials: int, n_jobs: int, max_failure_rate: float, pruner: Any, params: Any,
-                 heartbeat_interval: Optional[int] = None):
+                 heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None,
+                 max_retry: Optional[int] = 2):
         self.sampler = _plain(sampler) or {}
         self.directions = [str(d).lower() for d in ([direction] if isinstance(direction, str) else direction)]
         self.storage, self.study_name = storage, study_name
-        self.n_trials, self.n_jobs = int(n_trials), max(1, int(n_jobs))
+        self.n_trials, self.n_jobs = int(n_trials), parallel_jobs(int(n_jobs))
         self.max_failure_rate = float(max_failure_rate)
         self.pruner = {"name": "none", "monitor": "val_acc", "options": {}, **(_plain(pruner) or {})}
         self.params = _plain(params) or {}
-        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_interval = int(heartbeat_interval) if heartbeat_interval else None
+        self.grace_period = grace_seconds(self.heartbeat_interval, grace_period)
+        self.max_retry = None if max_retry is None else int(max_retry)
+        self.retry = retry_stale_trial(self.max_retry)
+        self.budget = self.n_trials  # the trial budget of the running sweep (trial_budget)
+        self.study_storage: Optional[optuna.storages.BaseStorage] = None
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.launcher = None
@@ -95,7 +133,7 @@ class OptunaSweeper(Sweeper):
                  "/".join(self.directions), self.n_trials, describe(distributions, fixed))
 
         stopped = self.run_trials(study, distributions, list(fixed.values()))
-        write_best(study, sweep_dir / BEST_FILE, self.objectives, self.url)
+        write_best(study, sweep_dir / BEST_FILE, self.objectives, self.url, self.budget)
         write_plots(study, sweep_dir, self.objectives)
         self.finish(sweep_dir, stopped)
         return study
@@ -115,13 +153,16 @@ class OptunaSweeper(Sweeper):
 
     def open_study(self, name: str, distributions: Dict[str, BaseDistribution]) -> optuna.Study:
         """Create the study or continue it, with this run's sampler; keep the pruner's recipe for the jobs."""
-        study = optuna.create_study(storage=open_storage(self.url, self.heartbeat_interval), study_name=name,
-                                    directions=self.directions, load_if_exists=True)
+        grace = int(math.ceil(self.grace_period)) if self.grace_period else None
+        self.study_storage = open_storage(self.url, self.heartbeat_interval, grace, self.retry_entitled)
+        study = optuna.create_study(storage=self.study_storage, study_name=name, directions=self.directions,
+                                    load_if_exists=True)
         existing = [d.name.lower() for d in study.directions]
         if existing != self.directions:
             raise ValueError(f"study {name!r} in {self.url} has directions {existing}, not {self.directions}")
-        study.sampler = build_sampler(self.sampler, distributions, len(study.get_trials(deepcopy=False)))
+        study.sampler = TrialSeededSampler(lambda number: build_sampler(self.sampler, distributions, number))
         study.set_user_attr(PRUNER_ATTR, self.pruner)
+        study.set_user_attr(OBJECTIVES_ATTR, self.objectives)
         return study
 
     def trial_budget(self, distributions: Dict[str, BaseDistribution]) -> int:
@@ -132,22 +173,65 @@ class OptunaSweeper(Sweeper):
 
     def run_trials(self, study: optuna.Study, distributions: Dict[str, BaseDistribution],
                    fixed: List[str]) -> Optional[str]:
-        """Ask, launch, tell until the study holds n_trials trials; returns why it stopped early, if it did."""
-        budget = self.trial_budget(distributions)
+        """Ask, launch, tell until the study's n_trials slots are taken and no retry is queued (see the module
+        doc); returns why it stopped early, if it did."""
+        budget = self.budget = self.trial_budget(distributions)
+        waited_for: List[int] = []
         while True:
-            if self.heartbeat_interval:  # RDB storage: a dead worker's RUNNING trial becomes FAIL
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    fail_stale_trials(study)
-            left = budget - len(study.get_trials(deepcopy=False, states=COUNTED))
-            if left <= 0:
-                return None
-            trials = [study.ask(distributions) for _ in range(min(self.n_jobs, left))]
-            for run in consecutive_runs(trials):
-                self.run_batch(study, run, fixed)
-            failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+            if self.heartbeat_interval:  # a dead worker's RUNNING trial becomes FAIL and is queued again
+                fail_stale_trials(study, self.study_storage, self.grace_period, self.retry_entitled)
+            ledger = Ledger(study.get_trials(deepcopy=False), budget)
+            todo = budget - ledger.slots_taken + len(ledger.waiting)
+            if todo == 0:
+                others = [t.number for t in ledger.running if is_watched(t)] if self.heartbeat_interval else []
+                if not others:
+                    return None
+                if others != waited_for:
+                    log.info("all %d trials are taken; waiting for trials %s of other workers (retried here "
+                             "if their heartbeat stops for %.0fs)", budget, others, self.grace_period)
+                    waited_for = others
+                time.sleep(min(float(self.heartbeat_interval), WAIT_POLL_S))
+                continue
+            asked = self.ask(study, distributions, min(self.n_jobs, todo))
+            with self.heartbeat(asked):  # beats at once, so a process killed from here on leaves no orphan
+                for run in consecutive_runs(self.claim(study, asked, budget)):
+                    self.run_batch(study, run, fixed)
+            failed = len(Ledger(study.get_trials(deepcopy=False), budget).failed)
             if failed > self.max_failure_rate * budget:
                 return f"{failed} failed trials: more than max_failure_rate={self.max_failure_rate} of {budget}"
+
+    def retry_entitled(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """A trial just failed as stale is queued again, unless it was surplus (its process died between
+        asking and telling it so)."""
+        if Ledger(study.get_trials(deepcopy=False), self.budget).entitled(trial.number):
+            self.retry(study, trial)
+
+    def ask(self, study: optuna.Study, distributions: Dict[str, BaseDistribution], n: int) -> List[optuna.Trial]:
+        """n trials: queued retries first (study.ask pops WAITING trials), else newly sampled ones."""
+        with warnings.catch_warnings():  # Optuna expects heartbeats with study.optimize; we beat ourselves
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            return [study.ask(distributions) for _ in range(n)]
+
+    def heartbeat(self, trials: Sequence[optuna.Trial]) -> Any:
+        """This process beats for its trials from ask to tell, also while a launcher queues their jobs."""
+        if not self.heartbeat_interval or not trials:
+            return contextlib.nullcontext()
+        return Heartbeat(self.study_storage, [t._trial_id for t in trials], self.heartbeat_interval,
+                         name="sweeper-heartbeat")
+
+    def claim(self, study: optuna.Study, trials: Sequence[optuna.Trial], budget: int) -> List[optuna.Trial]:
+        """The asked trials this process may run (the n_trials rule); the others are told FAIL as surplus."""
+        ledger = Ledger(study.get_trials(deepcopy=False), budget)
+        claimed = []
+        for trial in trials:
+            if ledger.entitled(trial.number):
+                claimed.append(trial)
+                continue
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            tell_study(study, trial, TrialState.FAIL, None)
+            log.info("trial %d: surplus - other workers took the last of the %d trials meanwhile; not run",
+                     trial.number, budget)
+        return claimed
 
     def run_batch(self, study: optuna.Study, trials: List[optuna.Trial], fixed: List[str]) -> None:
         """Launch one job per trial (job number = trial number) and tell the study how each ended."""
@@ -155,6 +239,7 @@ class OptunaSweeper(Sweeper):
         for trial in trials:
             rerun = fixed + [format_override(name, value) for name, value in trial.params.items()]
             trial.set_user_attr("overrides", rerun)  # best.yaml's command, and the dashboard's record
+            trial.set_user_attr("host", socket.gethostname())
             jobs.append(rerun + self.trial_overrides(study, trial))
             log.info("trial %d: %s", trial.number, " ".join(rerun[len(fixed):]))
         try:
@@ -169,8 +254,11 @@ class OptunaSweeper(Sweeper):
 
     def trial_overrides(self, study: optuna.Study, trial: optuna.Trial) -> List[str]:
         """How a job reaches its trial through the storage (see fer_sweep.sweep.pruning); not in config_hash."""
-        return [f"+trial.number={trial.number}", f"+trial.study={format_value(study.study_name)}",
-                f"+trial.storage={format_value(self.url)}"]
+        overrides = [f"+trial.number={trial.number}", f"+trial.study={format_value(study.study_name)}",
+                     f"+trial.storage={format_value(self.url)}"]
+        if self.heartbeat_interval:
+            overrides.append(f"+trial.heartbeat_interval={self.heartbeat_interval}")
+        return overrides
 
     def tell(self, study: optuna.Study, trial: optuna.Trial, job_return: JobReturn) -> None:
         """The job's result.json -> the trial's state and values; then the trial's row goes into that file."""
@@ -180,8 +268,17 @@ class OptunaSweeper(Sweeper):
             state, values = TrialState.FAIL, None
         else:
             state, values = outcome(result, self.objectives)
+        attrs = {key: result[key] for key in RESULT_ATTRS if (result or {}).get(key) is not None}
         if out is not None:
-            trial.set_user_attr("output_dir", str(out))
+            attrs["output_dir"] = str(out)
+        if state == TrialState.FAIL and "status" not in attrs:
+            attrs["status"] = "failed"
+        try:
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+        except UpdateFinishedTrialError:  # failed as stale by another worker while it ran: a retry is queued
+            log.warning("trial %d was set to FAIL by another worker (no heartbeat for %.0fs?); its result "
+                        "stays in %s only", trial.number, self.grace_period or 0, out)
         frozen = tell_study(study, trial, state, values)
         if result is not None and out is not None:  # `trial` replaces the +trial.* overrides in results.csv
             overrides = [o for o in result.get("overrides") or [] if not o.startswith("+trial.")]
@@ -203,6 +300,94 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
+def parallel_jobs(n_jobs: int) -> int:
+    """hydra.sweeper.n_jobs, read as joblib reads its n_jobs: -1 = one per CPU core, -2 = all but one..."""
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+
+
+class Ledger:
+    """A study's trials as the n_trials rule of the module doc sees them; budget None: no limit."""
+
+    def __init__(self, trials: Sequence[FrozenTrial], budget: Optional[int] = None):
+        self.trials = sorted(trials, key=lambda t: t.number)
+        fresh = [t for t in self.trials if not is_retry(t) and not is_surplus(t)]
+        self.fresh = fresh if budget is None else fresh[:budget]  # the trials that took the n_trials slots
+        slots = {t.number for t in self.fresh}
+        self.surplus = [t for t in self.trials if not is_retry(t) and t.number not in slots]
+        self.replaced = {n for t in self.trials for n in t.system_attrs.get("retry_history", [])}
+        self.counted = [t for t in self.trials
+                        if t.number not in self.replaced and (is_retry(t) or t.number in slots)]
+
+    @property
+    def slots_taken(self) -> int:
+        return len(self.fresh)
+
+    @property
+    def finished(self) -> List[FrozenTrial]:
+        return [t for t in self.counted if t.state.is_finished()]
+
+    @property
+    def failed(self) -> List[FrozenTrial]:
+        return [t for t in self.counted if t.state == TrialState.FAIL]
+
+    @property
+    def running(self) -> List[FrozenTrial]:
+        return [t for t in self.counted if t.state == TrialState.RUNNING]
+
+    @property
+    def waiting(self) -> List[FrozenTrial]:
+        return [t for t in self.counted if t.state == TrialState.WAITING]
+
+    def entitled(self, number: int) -> bool:
+        """May trial `number` run? A retry always; a fresh trial if it took one of the slots."""
+        return any(t.number == number for t in self.counted)
+
+    def state_counts(self) -> Dict[str, int]:
+        """Counted trials by state, plus how many were retried or surplus (when any)."""
+        counts: Dict[str, int] = {}
+        for trial in self.counted:
+            counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+        extra = {"retried": len(self.replaced), "surplus": len(self.surplus)}
+        return {**counts, **{k: n for k, n in extra.items() if n}}
+
+
+def is_retry(trial: FrozenTrial) -> bool:
+    return RETRY_ATTR in trial.system_attrs
+
+
+def is_surplus(trial: FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get(SURPLUS_ATTR))
+
+
+class TrialSeededSampler(BaseSampler):
+    """The configured sampler, rebuilt for each trial from seed + trial number (in before_trial, Optuna's
+    first call for a trial); everything else goes to that sampler. Trial numbers are unique in a study,
+    so parallel workers never draw the same random points, and a continued study draws new ones."""
+
+    def __init__(self, build: Callable[[int], BaseSampler]):
+        self.build = build
+        self.sampler = build(0)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.sampler = self.build(trial.number)
+        self.sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
+
+
 def _param_override(name: str, value: Any) -> str:
     """A `hydra.sweeper.params` entry as a command-line override (YAML may have made a number or list of it)."""
     return f"{name}={value if isinstance(value, (str, list)) else format_value(value)}"
@@ -213,13 +398,14 @@ def objective_names(objective: Any) -> List[str]:
     return [objective] if isinstance(objective, str) else [str(o) for o in objective]
 
 
-def build_sampler(spec: Dict[str, Any], distributions: Dict[str, BaseDistribution], trials_so_far: int
+def build_sampler(spec: Dict[str, Any], distributions: Dict[str, BaseDistribution], offset: int = 0
                   ) -> BaseSampler:
-    """The configured sampler. A continued study reseeds (seed + trials so far) so that random starts don't
-    repeat the first run's points; qmc and grid keep their seed: they resume their own sequence from the study."""
+    """The configured sampler, seeded with seed + offset (the trial number: see TrialSeededSampler). qmc and
+    grid keep their seed: it orders their points, which they hand out by trial number (grid) or in sequence
+    (qmc), continuing from the study."""
     name, seed, options = spec.get("name", "tpe"), spec.get("seed"), dict(spec.get("options") or {})
     if seed is not None and name not in ("qmc", "grid"):
-        seed = int(seed) + trials_so_far
+        seed = int(seed) + offset
     if name == "grid":
         return GridSampler(grid_values(distributions), seed=seed, **options)
     with warnings.catch_warnings():
@@ -268,6 +454,8 @@ def tell_study(study: optuna.Study, trial: optuna.Trial, state: TrialState, valu
 def trial_record(trial: FrozenTrial, study_name: str, objectives: List[str]) -> Dict[str, Any]:
     """The `trial` entry of result.json, which results.csv turns into columns trial, trial_state, trial_value..."""
     record: Dict[str, Any] = {"number": trial.number, "study": study_name, "state": trial.state.name}
+    if is_retry(trial):  # the trial it replaces (its worker died)
+        record["retry_of"] = trial.system_attrs["retry_history"][-1]
     if trial.values is not None and len(objectives) == 1:
         record["value"] = trial.values[0]
     elif trial.values is not None:
@@ -287,11 +475,10 @@ def trial_summary(trial: FrozenTrial, objectives: List[str]) -> Dict[str, Any]:
             "command": rerun_command(trial)}
 
 
-def write_best(study: optuna.Study, path: Path, objectives: List[str], url: str) -> None:
+def write_best(study: optuna.Study, path: Path, objectives: List[str], url: str,
+               budget: Optional[int] = None) -> None:
     """best.yaml: the best trial (or the Pareto front), its parameters and the exact command to rerun it."""
-    states: Dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    states = Ledger(study.get_trials(deepcopy=False), budget).state_counts()
     summary: Dict[str, Any] = {"study": study.study_name, "storage": url, "objectives": objectives,
                                "directions": [d.name.lower() for d in study.directions], "trials": states}
     if len(objectives) == 1:

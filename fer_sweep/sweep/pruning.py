@@ -4,7 +4,8 @@ when the study's pruner says so.
 The job reaches its trial through the storage, never through the sweeper's memory, so this works the same with
 the in-process launcher and with process launchers (joblib): the sweeper passes `+trial.number`, `+trial.study`
 and `+trial.storage`, and keeps the pruner's recipe in the study's user attributes (pruners are not stored
-by Optuna itself).
+by Optuna itself). With `+trial.heartbeat_interval`, the job also beats for its trial while it runs
+(fer_sweep.sweep.heartbeat), so its trial is failed and retried elsewhere if the job is killed.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from optuna.pruners import (BasePruner, HyperbandPruner, MedianPruner, NopPruner
                             SuccessiveHalvingPruner)
 
 from fer_sweep.engine.callbacks import Callback
+from fer_sweep.sweep.heartbeat import Heartbeat
 from fer_sweep.sweep.storage import open_storage
 
 log = logging.getLogger(__name__)
@@ -39,21 +41,25 @@ def build_pruner(name: str, options: Optional[Mapping[str, Any]] = None) -> Base
 class TrialPruning(Callback):
     """Reports `monitor` each epoch to one trial; when the pruner says so, sets `pruned` and stops the loop."""
 
-    def __init__(self, trial: optuna.Trial, monitor: str = "val_acc"):
+    def __init__(self, trial: optuna.Trial, monitor: str = "val_acc", heartbeat: Optional[Heartbeat] = None):
         self.trial, self.monitor = trial, monitor
         self.pruned = False
         self.reports = len(trial.study.directions) == 1  # Optuna has no pruning for multi-objective studies
+        self.heartbeat = heartbeat  # a daemon thread: stops when the trial is told, or with the process
 
     @classmethod
     def from_config(cls, trial_cfg: Mapping[str, Any]) -> "TrialPruning":
-        """From the job's `trial` config node: load the study, give it the sweep's pruner, find the trial."""
+        """From the job's `trial` config node: load the study, give it the sweep's pruner, find the trial;
+        with trial.heartbeat_interval, start beating for it."""
         storage = open_storage(str(trial_cfg["storage"]))
         study = optuna.load_study(study_name=str(trial_cfg["study"]), storage=storage)
         recipe: Dict[str, Any] = study.user_attrs.get(PRUNER_ATTR) or {"name": "none"}
         study.pruner = build_pruner(recipe["name"], recipe.get("options"))
         study_id = storage.get_study_id_from_name(study.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(trial_cfg["number"]))
-        return cls(optuna.trial.Trial(study, trial_id), monitor=recipe.get("monitor", "val_acc"))
+        interval = trial_cfg.get("heartbeat_interval")
+        heartbeat = Heartbeat(storage, [trial_id], interval, name="job-heartbeat").start() if interval else None
+        return cls(optuna.trial.Trial(study, trial_id), recipe.get("monitor", "val_acc"), heartbeat)
 
     def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
         if self.monitor not in metrics:
