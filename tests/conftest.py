@@ -22,18 +22,20 @@ TINY_TRAINING = ["trainer.epochs=2", "trainer.batch_size=64", "trainer.threads=1
 FAST = ["data=synthetic", "data.n_train=210", "data.n_public=70", "data.n_private=70", *TINY_TRAINING]
 
 
+def shared_sample(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is missing (the shared FER2013 samples live in ../shared/data)")
+    return path
+
+
 @pytest.fixture
 def mini_csv() -> Path:
-    if not MINI_CSV.exists():
-        pytest.skip(f"{MINI_CSV} is missing (the shared FER2013 sample)")
-    return MINI_CSV
+    return shared_sample(MINI_CSV)
 
 
 @pytest.fixture
 def folder_sample() -> Path:
-    if not FOLDER_SAMPLE.exists():
-        pytest.skip(f"{FOLDER_SAMPLE} is missing (the shared FER2013 sample)")
-    return FOLDER_SAMPLE
+    return shared_sample(FOLDER_SAMPLE)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from tests.conftest import FOLDER_SAMPLE, run_cli
+from tests.conftest import run_cli
 from fer_sweep import faces, predict
 from fer_sweep.app import CONFIG_DIR, train
 from fer_sweep.checkpoint import CheckpointError, load_checkpoint
@@ -51,10 +51,8 @@ def ckpt_resnet(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def sample() -> Path:
-    if not FOLDER_SAMPLE.exists():
-        pytest.skip(f"{FOLDER_SAMPLE} is missing (the shared FER2013 sample)")
-    return FOLDER_SAMPLE
+def sample(folder_sample) -> Path:
+    return folder_sample
 
 
 def predict_rows(ckpt_paths, files, tta=False, **options):

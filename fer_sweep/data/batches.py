@@ -23,7 +23,25 @@ def normalize(images_u8: torch.Tensor, dtype: torch.dtype = torch.float32) -> to
     return x.contiguous(memory_format=torch.channels_last)
 
 
-class DeviceBatches:
+class Batches:
+    """What the loop needs of a split: `device`, `labels` on it, a length, and batches (see DeviceBatches)."""
+
+    device: torch.device
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self)
+        return n // batch_size if drop_last else -(-n // batch_size)
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None,
+                drop_last: bool = False) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+
+class DeviceBatches(Batches):
     """Images and labels of one split, resident on `device`."""
 
     def __init__(self, data: FERArrays, device: torch.device | str = "cpu"):
@@ -34,13 +52,6 @@ class DeviceBatches:
             images, labels = images.pin_memory(), labels.pin_memory()
         self.images = images.to(self.device, non_blocking=True)
         self.labels = labels.to(self.device, non_blocking=True)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        n = len(self)
-        return n // batch_size if drop_last else -(-n // batch_size)
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: Optional[torch.Generator] = None,
                 drop_last: bool = False) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:

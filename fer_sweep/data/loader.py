@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fer_sweep.data.arrays import IMAGE_SIZE, FERArrays
+from fer_sweep.data.batches import Batches
 
 ArrayOrPath = Union[np.ndarray, str, os.PathLike]
 IMAGES_FILE, LABELS_FILE = "images.npy", "labels.npy"
@@ -84,7 +85,7 @@ def _as_tensor(batch: torch.Tensor) -> torch.Tensor:
     return batch
 
 
-class StreamingBatches:
+class StreamingBatches(Batches):
     """Images and labels of one split, streamed batch by batch from host memory or disk to `device`.
 
     images: a uint8 (N, 48, 48) array, a memory-mapped one, or the path of such a ``.npy`` file.
@@ -118,13 +119,6 @@ class StreamingBatches:
         """Memory-map folder/images.npy and load folder/labels.npy (as written by :func:`write_npy`)."""
         folder = Path(folder).expanduser()
         return cls(folder / IMAGES_FILE, folder / LABELS_FILE, device, **loader_options)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        n = len(self)
-        return n // batch_size if drop_last else -(-n // batch_size)
 
     def _index_batches(self, order: Optional[torch.Tensor], batch_size: int, drop_last: bool) -> List[np.ndarray]:
         n = len(self)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fer_sweep.data.batches import DeviceBatches, normalize
+from fer_sweep.data.batches import Batches, normalize
 from fer_sweep.engine.callbacks import Callback
 from fer_sweep.engine.precision import Precision
 from fer_sweep.engine.techniques import EMA, mix_batch, tta_views
@@ -47,7 +47,7 @@ def predict_logits(model: nn.Module, images_u8: torch.Tensor, precision: Precisi
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DeviceBatches, precision: Precision, batch_size: int = 1024,
+def evaluate(model: nn.Module, data: Batches, precision: Precision, batch_size: int = 1024,
              tta: str = "none") -> Evaluation:
     """Exact loss and accuracy over every sample (sums, not a mean of batch means)."""
     was_training = model.training
@@ -84,7 +84,7 @@ def train_step(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, optimiz
     return loss, logits
 
 
-def fit(model: nn.Module, train: DeviceBatches, val: DeviceBatches, optimizer: torch.optim.Optimizer,
+def fit(model: nn.Module, train: Batches, val: Batches, optimizer: torch.optim.Optimizer,
         schedule: Schedule, precision: Precision, epochs: int, batch_size: int,
         augment: Optional[Callable[..., torch.Tensor]] = None, generator: Optional[torch.Generator] = None,
         grad_clip_value: Optional[float] = None, grad_clip_norm: Optional[float] = None,
