@@ -47,7 +47,8 @@ def to_row(result: Dict[str, Any]) -> Dict[str, Any]:
     for override in result.get("overrides") or []:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
-        if key not in GROUPS and not key.startswith("hydra"):
+        # trial.* is the Optuna sweeper's bookkeeping (how a job reaches its trial), not a hyper-parameter
+        if key not in GROUPS and not key.startswith(("hydra", "trial.")):
             row[key] = value
     for key, value in (result.get("trial") or {}).items():
         row[f"trial_{key}" if key != "number" else "trial"] = value

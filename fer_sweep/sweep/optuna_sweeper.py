@@ -280,10 +280,9 @@ class OptunaSweeper(Sweeper):
             log.warning("trial %d was set to FAIL by another worker (no heartbeat for %.0fs?); its result "
                         "stays in %s only", trial.number, self.grace_period or 0, out)
         frozen = tell_study(study, trial, state, values)
-        if result is not None and out is not None:  # `trial` replaces the +trial.* overrides in results.csv
-            overrides = [o for o in result.get("overrides") or [] if not o.startswith("+trial.")]
+        if result is not None and out is not None:  # the trial's state and value(s) for results.csv
             record = trial_record(frozen, study.study_name, self.objectives)
-            results.write_json(out / results.RESULT_FILE, {**result, "overrides": overrides, "trial": record})
+            results.write_json(out / results.RESULT_FILE, {**result, "trial": record})
 
     def finish(self, sweep_dir: Path, stopped: Optional[str]) -> None:
         """results.csv and report.md; failures within max_failure_rate are a warning, beyond it an error."""
