@@ -21,6 +21,7 @@ from fer_sweep import results
 from fer_sweep.augment import build_augmentation
 from fer_sweep.data import dataset_name, load_splits
 from fer_sweep.data.batches import MEAN, STD, DeviceBatches
+from fer_sweep.data.shift import shift_warning
 from fer_sweep.engine.callbacks import BestCheckpoint, Callback, LogEpochs, ProgressBar
 from fer_sweep.engine.loop import evaluate, fit
 from fer_sweep.engine.precision import resolve_device, resolve_precision
@@ -77,6 +78,13 @@ def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequenc
     train_set, val_set, test_set = (DeviceBatches(s, device) for s in (splits.train, splits.val, splits.test))
 
     model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
+    shift = shift_warning(splits.train, splits.test)
+    if shift and model_kwargs.get("input_norm", "none") == "none" and not model_kwargs.get("eval_blur"):
+        log.warning("%s; model.input_norm=per_image and model.eval_blur undo such a shift "
+                    "(python -m fer_sweep.data.shift measures it)", shift)
+    elif shift:
+        log.info("%s; model input_norm=%s, eval_blur=%s", shift, model_kwargs.get("input_norm"),
+                 model_kwargs.get("eval_blur"))
     model = build_model(cfg.model.name, num_classes=len(class_names), **model_kwargs)
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), weight_decay=t.weight_decay)

@@ -87,8 +87,13 @@ def _pixels_ending(last: str) -> str:
     (f'9,"{GOOD_PIXELS}",Training', "row 3: emotion '9' is not an integer 0-6"),
     (f'x,"{GOOD_PIXELS}",Training', "row 3: emotion 'x'"),
     (f'0,"{GOOD_PIXELS}",Validation', "row 3: unknown Usage 'Validation'"),
-], ids=["count", "text", "256", "negative", "float", "emotion9", "emotionx", "usage"])
-def test_bad_csv_rows_are_named(tmp_path, row, message):
+    (f'0,"{_pixels_ending("1234")}",Training', "row 3: pixel 2303 is '1234'"),
+], ids=["count", "text", "256", "negative", "float", "emotion9", "emotionx", "usage", "4digits"])
+@pytest.mark.parametrize("quoted", [True, False], ids=["quoted", "bare"])
+def test_bad_csv_rows_are_named(tmp_path, row, message, quoted):
+    """Bare rows reach the byte-level parser first: it must refuse them so the named error still comes."""
+    if not quoted:
+        row = row.replace('"', "")
     path = _write_csv(tmp_path / "bad.csv", [f'1,"{GOOD_PIXELS}",Training', row])
     with pytest.raises(DataError) as err:
         read_fer2013(path)
@@ -178,3 +183,49 @@ def test_merge_disgust(mini_csv):
     merged = merge_disgust_into_angry(read_fer2013(mini_csv))
     assert merged.class_names == ("angry", "fear", "happy", "sad", "surprise", "neutral")
     assert np.bincount(merged.labels).tolist() == [496 + 56, 513, 900, 607, 401, 620]
+
+
+def test_byte_parser_equals_pandas_path(mini_csv, tmp_path, monkeypatch):
+    """The canonical Kaggle file takes the byte-level path; it must give exactly what pandas gives."""
+    from fer_sweep.data import fer2013
+    from fer_sweep.data.kaggle_bytes import read_kaggle_bytes
+
+    plain = tmp_path / "fer2013.csv"
+    plain.write_bytes(gzip.decompress(mini_csv.read_bytes()))
+    fast = read_kaggle_bytes(plain)
+    assert fast is not None
+    monkeypatch.setattr(fer2013, "read_kaggle_bytes", lambda path: None)
+    slow = read_fer2013(plain)
+    for got, want in zip(fast, (slow.images, slow.labels, slow.usage)):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda text: text.replace("\n", "\r\n"),                       # Windows line ends
+    lambda text: text.replace(",", ',"', 2).replace(",Training", '",Training', 1),  # a quoted field
+    lambda text: text.replace("emotion,pixels,Usage", "emotion,Usage,pixels"),
+    lambda text: text.rstrip("\n") + "\n1,2 3,Training\n",          # a short row
+    lambda text: text.replace(" ", "  ", 1),                          # a double space (pandas accepts it)
+], ids=["crlf", "quoted", "other-header", "short-row", "double-space"])
+def test_byte_parser_declines_what_it_cannot_verify(mini_csv, tmp_path, edit):
+    from fer_sweep.data.kaggle_bytes import read_kaggle_bytes
+
+    path = tmp_path / "variant.csv"
+    lines = gzip.decompress(mini_csv.read_bytes()).decode().splitlines()[:6]
+    path.write_text(edit("\n".join(lines) + "\n"), newline="")
+    assert read_kaggle_bytes(path) is None
+
+
+def test_shift_report_finds_the_blurred_training_split(mini_csv, capsys):
+    """The shared sample carries FER2013's Training blur and contrast shift; the CLI measures both."""
+    from fer_sweep.data import shift
+
+    data = read_fer2013(mini_csv)
+    stats = shift.usage_stats(data)
+    assert stats["Training"]["sharpness"] < 0.6 * stats["PrivateTest"]["sharpness"]
+    assert stats["Training"]["pixel_std"] < 0.9 * stats["PrivateTest"]["pixel_std"]
+    train, test = (data.subset(np.flatnonzero(data.usage == u)) for u in (0, 2))
+    assert "sharpness" in shift.shift_warning(train, test)
+    assert shift.shift_warning(test, test) is None
+    assert shift.main([str(mini_csv)]) == 0
+    assert "Training is blurrier than PublicTest" in capsys.readouterr().out

@@ -35,3 +35,33 @@ def test_cnn_matches_article_layout():
     linears = [(m.in_features, m.out_features) for m in layers if isinstance(m, torch.nn.Linear)]
     assert convs == [(1, 16), (16, 32), (32, 64), (64, 64), (64, 128), (128, 128)]
     assert linears == [(4608, 1024), (1024, 512), (512, 7)]
+
+
+def test_per_image_input_norm_ignores_brightness_and_contrast():
+    """The data's splits differ in contrast; with input_norm=per_image the model cannot tell a*x+b from x."""
+    torch.manual_seed(0)
+    model = build_model("resnet9", input_norm="per_image").eval()
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(0.6 * x + 0.4), atol=1e-5)
+        assert torch.isfinite(model(torch.zeros(2, 1, 48, 48))).all()  # a blank image stays finite
+    assert count_parameters(model) == count_parameters(build_model("resnet9"))
+
+
+def test_eval_blur_only_in_eval_mode():
+    """eval_blur makes sharp eval inputs look like the blurred Training images; training inputs pass as they are."""
+    torch.manual_seed(0)
+    plain, blurred = build_model("resnet9"), build_model("resnet9", eval_blur=2.0)  # no dropout
+    blurred.net.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(plain.train()(x), blurred.train()(x), atol=1e-5)
+        assert not torch.allclose(plain.eval()(x), blurred.eval()(x), atol=1e-3)
+        smooth = torch.ones(2, 1, 48, 48)  # a constant image is unchanged by any blur
+        assert torch.allclose(plain(smooth), blurred(smooth), atol=1e-5)
+    assert list(blurred.state_dict()) == ["net." + k for k in plain.state_dict()]
+
+
+def test_unknown_input_norm_is_named():
+    with pytest.raises(ValueError, match="unknown input_norm 'zscore'; known: none, per_image"):
+        build_model("cnn", input_norm="zscore")

@@ -4,8 +4,9 @@
 * the ``icml_face_data.csv`` variant (``emotion, Usage, pixels`` with leading spaces in the header);
 * the image-folder layout ``train/<class>/*.jpg`` and ``test/<class>/*.jpg`` (Usage from file-name prefixes).
 
-Parsing is vectorised: the pixel strings are joined and parsed by ``np.fromstring``, one call per chunk of rows
-on a thread each; the slow, row-by-row path only runs to name the row at fault when the fast path finds a problem.
+A canonical Kaggle CSV is parsed from its raw bytes by numpy (``kaggle_bytes.py``). Anything else (quoting, the
+icml layout, CRLF, a bad row) goes through pandas, where the pixel strings are parsed by ``np.fromstring`` one
+chunk of rows per thread, and a slow row-by-row pass runs only to name the row at fault.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pandas as pd
 
 from fer_sweep.data.arrays import EMOTIONS, IMAGE_SIZE, USAGES, FERArrays
 from fer_sweep.data.errors import DataError
+from fer_sweep.data.kaggle_bytes import read_kaggle_bytes
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,12 @@ def read_fer2013(path: str | Path) -> FERArrays:
 def read_csv(path: Path) -> FERArrays:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")
+    try:
+        fast = read_kaggle_bytes(path)
+    except (OSError, EOFError):  # e.g. a damaged .gz: pandas below reports it with the file name
+        fast = None
+    if fast is not None:
+        return FERArrays(*fast, EMOTIONS, source=str(path))
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except pd.errors.EmptyDataError:

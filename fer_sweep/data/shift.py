@@ -1,0 +1,90 @@
+"""Check a dataset for a train/test domain shift in contrast and sharpness, and size the blur that undoes it.
+
+    python -m fer_sweep.data.shift /data/fer2013_images      # or a fer2013.csv
+
+FER2013 as distributed with this project has one: its Training images are blurred and lower in contrast
+than PublicTest/PrivateTest (README "Data shift"). Training runs call `shift_warning` and log what it says.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from fer_sweep.data.arrays import USAGES, FERArrays
+
+SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
+
+
+def _sample(images: np.ndarray, n: int = 2000) -> np.ndarray:
+    return images[:: max(1, len(images) // n)]
+
+
+def sharpness(images: np.ndarray | torch.Tensor) -> float:
+    """Mean |horizontal pixel difference| of per-image standardised images: lower is blurrier."""
+    x = torch.as_tensor(np.asarray(images), dtype=torch.float32).reshape(-1, 48, 48)
+    x = (x - x.mean((1, 2), keepdim=True)) / x.std((1, 2), keepdim=True).clamp_min(1e-3)
+    return float((x[:, :, 1:] - x[:, :, :-1]).abs().mean())
+
+
+def matching_blur(blurred: np.ndarray, sharp: np.ndarray) -> float:
+    """The Gaussian sigma (from SIGMAS) that brings `sharp` images closest to the sharpness of `blurred`."""
+    from fer_sweep.models.input_norm import gaussian_blur, gaussian_kernel
+
+    target = sharpness(blurred)
+    x = torch.as_tensor(sharp, dtype=torch.float32).reshape(-1, 1, 48, 48)
+    gaps = {s: abs(sharpness(gaussian_blur(x, gaussian_kernel(s))) - target) for s in SIGMAS}
+    return min(gaps, key=gaps.get)
+
+
+def usage_stats(data: FERArrays) -> Dict[str, Dict[str, float]]:
+    """Pixel std (contrast) and sharpness of each Usage present in the data."""
+    stats = {}
+    for u, name in enumerate(USAGES):
+        images = _sample(data.images[data.usage == u])
+        if len(images):
+            stats[name] = {"pixel_std": float(images.std(dtype=np.float64)), "sharpness": sharpness(images)}
+    return stats
+
+
+def shift_warning(train: FERArrays, test: FERArrays, tolerance: float = 0.15) -> Optional[str]:
+    """A sentence naming the shift when train and test differ by more than `tolerance` (relative), else None."""
+    a, b = _sample(train.images), _sample(test.images)
+    if not len(a) or not len(b):
+        return None
+    std = (float(a.std(dtype=np.float64)), float(b.std(dtype=np.float64)))
+    sharp = (sharpness(a), sharpness(b))
+    if all(abs(x / max(y, 1e-9) - 1) <= tolerance for x, y in (std, sharp)):
+        return None
+    return (f"train and test images differ: pixel std {std[0]:.1f} vs {std[1]:.1f}, sharpness "
+            f"{sharp[0]:.3f} vs {sharp[1]:.3f}")
+
+
+def main(argv=None) -> int:
+    from fer_sweep.data import DataError, read_fer2013
+
+    parser = argparse.ArgumentParser(prog="python -m fer_sweep.data.shift", description=__doc__.split("\n")[0])
+    parser.add_argument("path", help="fer2013.csv(.gz), icml_face_data.csv or an image folder (train/, test/)")
+    args = parser.parse_args(argv)
+    try:
+        data = read_fer2013(args.path)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stats = usage_stats(data)
+    print(f"{'usage':<12} {'pixel std':>9} {'sharpness':>9}")
+    for name, s in stats.items():
+        print(f"{name:<12} {s['pixel_std']:>9.1f} {s['sharpness']:>9.3f}")
+    train, public = data.images[data.usage == 0], data.images[data.usage == 1]
+    if len(train) and len(public) and sharpness(_sample(train)) < 0.8 * sharpness(_sample(public)):
+        sigma = matching_blur(_sample(train), _sample(public))
+        print(f"Training is blurrier than PublicTest: a Gaussian blur of sigma {sigma} matches their sharpness "
+              "(model.eval_blur; measured on PublicTest, the validation split)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
