@@ -65,3 +65,17 @@ def test_eval_blur_only_in_eval_mode():
 def test_unknown_input_norm_is_named():
     with pytest.raises(ValueError, match="unknown input_norm 'zscore'; known: none, per_image"):
         build_model("cnn", input_norm="zscore")
+
+
+def test_model_table_command_lists_params_and_flops():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "fer_sweep.models", "cnn", "resnet9"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:]}
+    assert rows["cnn"][0] == "5,530,119" and rows["resnet9"][0] == "1,005,863"
+    assert 50 < float(rows["resnet9"][1]) < 500  # MFLOPs per image
+    bad = subprocess.run([sys.executable, "-m", "fer_sweep.models", "resnet99"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown model 'resnet99'; known models: cnn" in bad.stderr

@@ -2,6 +2,7 @@
 import json
 
 import pandas as pd
+import pytest
 import torch
 
 from fer_sweep.app import train
@@ -70,3 +71,17 @@ def test_mini_csv_resnet9(make_cfg, tmp_path, mini_csv):
                             "trainer.plots=false"), tmp_path / "r")
     assert result["dataset"] == "fer2013" and result["split_sizes"] == {"train": 2586, "val": 647, "test": 360}
     assert result["status"] == "completed" and result["test_acc"] > 0
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, False, "bf16"), (False, True, "bf16"),
+                                                        (False, False, "fp32")])
+def test_auto_precision_wants_native_bf16(monkeypatch, amx, avx512_bf16, expected):
+    """oneDNN emulates bf16 on plain AVX-512 (2.5-3x slower than fp32 there): auto must not pick it."""
+    import torch
+
+    from fer_sweep.engine import precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert precision.resolve_precision("auto", torch.device("cpu")).name == expected
+    assert precision.resolve_precision("bf16", torch.device("cpu")).name == "bf16"  # asked for, it is used
