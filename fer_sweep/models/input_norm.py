@@ -30,9 +30,9 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
     return weights / weights.sum()
 
 
-def gaussian_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable blur of (B, 1, H, W) with reflected borders."""
-    r = len(kernel) // 2
+def gaussian_blur(x: torch.Tensor, kernel: torch.Tensor, radius: Optional[int] = None) -> torch.Tensor:
+    """Separable blur of (B, 1, H, W) with reflected borders; `radius` = len(kernel) // 2 (pass it when tracing)."""
+    r = len(kernel) // 2 if radius is None else radius
     x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), kernel.view(1, 1, -1, 1))
 
@@ -46,11 +46,12 @@ class InputAdapter(nn.Module):
         self.eval_blur = float(eval_blur) if eval_blur else None
         kernel = gaussian_kernel(self.eval_blur) if self.eval_blur else torch.ones(1)
         self.register_buffer("blur_kernel", kernel, persistent=False)  # state_dict keys stay net.*
+        self.blur_radius = len(kernel) // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype, x = x.dtype, x.float()
         if self.eval_blur and not self.training:
-            x = gaussian_blur(x.contiguous(), self.blur_kernel)
+            x = gaussian_blur(x.contiguous(), self.blur_kernel, self.blur_radius)
         if self.per_image:
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = (x - mean) / x.std(dim=(1, 2, 3), keepdim=True, unbiased=False).clamp_min(self.eps)
