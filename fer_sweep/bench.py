@@ -9,6 +9,7 @@ Sections (each figure is measured in this run, on this machine):
 1. Parse fer2013.csv: the real ``torchvision.datasets.FER2013`` (train + test, its whole ``__init__``), the
    article-style pandas loop (one ``np.array(pixels.split())`` per row), ours (``read_csv``: numpy over the raw
    bytes, ``data/kaggle_bytes.py``) and ours reloaded from the ``.npz`` cache; speed-ups relative to torchvision.
+   Each parser is timed in a fresh Python process, so none inherits another's heap.
 2. Training throughput (images/s in steady state, after warm-up), per model and at one batch size:
    classic = DataLoader, 2 workers, a PIL image per sample and the article's torchvision transforms, fp32,
    contiguous tensors; ceiling = the bare model step on one fixed batch (no data work) at the resolved precision,
@@ -200,27 +201,47 @@ def _torchvision_md5_tolerant(record: Dict[str, Any]):
         tv_fer.check_integrity = original
 
 
-def bench_parse(csv_path: Path, cache_dir: Path) -> Tuple[Dict[str, Any], FERArrays]:
-    """Time the four parsers on csv_path (page cache warmed first); returns figures and our parsed data."""
+def _torchvision_parse(csv_path: Path, record: Optional[Dict[str, Any]] = None):
     from torchvision.datasets import FER2013
 
+    with _torchvision_md5_tolerant(record if record is not None else {}):
+        return (FER2013(str(csv_path.parent.parent), split="train"),
+                FER2013(str(csv_path.parent.parent), split="test"))
+
+
+PARSERS: Dict[str, Callable[[Path], Any]] = {"torchvision": _torchvision_parse, "article": article_parse,
+                                            "ours": read_csv}
+
+
+def parse_seconds(kind: str, csv_path: str) -> float:
+    """Seconds one parser takes on csv_path in this process (run by `time_parse_fresh` in a new one)."""
+    tic = time.perf_counter()
+    PARSERS[kind](Path(csv_path))
+    return time.perf_counter() - tic
+
+
+def time_parse_fresh(kind: str, csv_path: Path) -> float:
+    """Time a parser in a fresh Python process, so no parser inherits another's heap (imports not timed)."""
+    code = f"from fer_sweep.bench import parse_seconds; print('PARSE_S', parse_seconds({kind!r}, {str(csv_path)!r}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("PARSE_S ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"timing the {kind} parser failed:\n{done.stderr[-2000:]}")
+    return float(lines[-1].split()[1])
+
+
+def bench_parse(csv_path: Path, cache_dir: Path) -> Tuple[Dict[str, Any], FERArrays]:
+    """Time the parsers on csv_path, each in a fresh process (page cache warmed first), then parse once more
+    in this process to check that all of them give the same images; returns figures and our parsed data."""
     csv_path.read_bytes()  # warm the page cache so the first parser timed pays no disk read
     out: Dict[str, Any] = {"csv": str(csv_path), "csv_bytes": csv_path.stat().st_size}
+    for kind in PARSERS:
+        out[f"{kind}_s"] = time_parse_fresh(kind, csv_path)
 
-    with _torchvision_md5_tolerant(out):
-        tic = time.perf_counter()
-        tv_train = FER2013(str(csv_path.parent.parent), split="train")
-        tv_test = FER2013(str(csv_path.parent.parent), split="test")
-        out["torchvision_s"] = time.perf_counter() - tic
+    tv_train, tv_test = _torchvision_parse(csv_path, out)
     tv_rows = len(tv_train) + len(tv_test)
-
-    tic = time.perf_counter()
     art_images, art_labels, _ = article_parse(csv_path)
-    out["article_s"] = time.perf_counter() - tic
-
-    tic = time.perf_counter()
     ours = read_csv(csv_path)
-    out["ours_s"] = time.perf_counter() - tic
 
     cached(csv_path, cache_dir, read_fer2013)  # first call parses and writes the cache
     tic = time.perf_counter()
@@ -488,7 +509,8 @@ def format_report(res: Dict[str, Any]) -> str:
     p = res.get("parse")
     lines += [""]
     if p:
-        lines += [f"1. Parse fer2013.csv ({p['rows']:,} rows, {_mb(p['csv_bytes'])}; page cache warm)"]
+        lines += [f"1. Parse fer2013.csv ({p['rows']:,} rows, {_mb(p['csv_bytes'])}; page cache warm; each parser "
+                  "timed in a fresh process)"]
         lines += _table([
             ["parser", "seconds", "speed-up vs torchvision"],
             ["torchvision.datasets.FER2013 (train + test)", _secs(p["torchvision_s"]), "1.0x"],
