@@ -85,3 +85,13 @@ def test_auto_precision_wants_native_bf16(monkeypatch, amx, avx512_bf16, expecte
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     assert precision.resolve_precision("auto", torch.device("cpu")).name == expected
     assert precision.resolve_precision("bf16", torch.device("cpu")).name == "bf16"  # asked for, it is used
+
+
+@pytest.mark.slow
+def test_compiled_training_keeps_plain_checkpoints(make_cfg, tmp_path):
+    """trainer.compile=true trains through torch.compile; the checkpoint still loads into the plain model."""
+    from fer_sweep.checkpoint import load_checkpoint
+
+    result = train(make_cfg(*FAST, "model=resnet9", "trainer.compile=true", "trainer.plots=false"), tmp_path)
+    assert result["status"] == "completed" and result["test_acc"] is not None
+    assert load_checkpoint(tmp_path / CHECKPOINT_FILE).name == "resnet9"
