@@ -1,6 +1,7 @@
 """Check a dataset for a train/test domain shift in contrast and sharpness, and size the blur that undoes it.
 
     python -m fer_sweep.data.shift /data/fer2013_images      # or a fer2013.csv
+    python -m fer_sweep.data.shift /data/fer2013_images --checkpoint best.pt   # + PublicTest accuracy per sigma
 
 FER2013 as distributed with this project has one: its Training images are blurred and lower in contrast
 than PublicTest/PrivateTest (README "Data shift"). Training runs call `shift_warning` and log what it says.
@@ -63,11 +64,29 @@ def shift_warning(train: FERArrays, test: FERArrays, tolerance: float = 0.15) ->
             f"{sharp[0]:.3f} vs {sharp[1]:.3f}")
 
 
+def accuracy_by_blur(checkpoint: str, images: np.ndarray, labels: np.ndarray, sigmas=(0.0, *SIGMAS)):
+    """Accuracy of a checkpoint's model on these images with each eval-time blur sigma (0: none)."""
+    from fer_sweep.checkpoint import load_checkpoint
+    from fer_sweep.data.batches import normalize
+    from fer_sweep.models.input_norm import with_eval_blur
+
+    model = load_checkpoint(checkpoint).model
+    x, y = normalize(torch.from_numpy(images)), torch.from_numpy(labels)
+    out = {}
+    for sigma in sigmas:
+        model = with_eval_blur(model, sigma).eval()
+        with torch.no_grad():
+            preds = torch.cat([model(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)])
+        out[float(sigma)] = float((preds == y).float().mean())
+    return out
+
+
 def main(argv=None) -> int:
     from fer_sweep.data import DataError, read_fer2013
 
     parser = argparse.ArgumentParser(prog="python -m fer_sweep.data.shift", description=__doc__.split("\n")[0])
     parser.add_argument("path", help="fer2013.csv(.gz), icml_face_data.csv or an image folder (train/, test/)")
+    parser.add_argument("--checkpoint", help="also print this model's PublicTest accuracy for each eval_blur sigma")
     args = parser.parse_args(argv)
     try:
         data = read_fer2013(args.path)
@@ -83,6 +102,9 @@ def main(argv=None) -> int:
         sigma = matching_blur(_sample(train), _sample(public))
         print(f"Training is blurrier than PublicTest: a Gaussian blur of sigma {sigma} matches their sharpness "
               "(model.eval_blur; measured on PublicTest, the validation split)")
+    if args.checkpoint and len(public):
+        print("PublicTest accuracy by eval_blur sigma: " + ", ".join(
+            f"{s:g}: {a:.4f}" for s, a in accuracy_by_blur(args.checkpoint, public, data.labels[data.usage == 1]).items()))
     return 0
 
 

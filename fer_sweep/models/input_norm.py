@@ -43,10 +43,13 @@ class InputAdapter(nn.Module):
     def __init__(self, net: nn.Module, per_image: bool, eval_blur: Optional[float], eps: float = 1e-2):
         super().__init__()
         self.net, self.per_image, self.eps = net, per_image, eps
-        self.eval_blur = float(eval_blur) if eval_blur else None
-        kernel = gaussian_kernel(self.eval_blur) if self.eval_blur else torch.ones(1)
-        self.register_buffer("blur_kernel", kernel, persistent=False)  # state_dict keys stay net.*
-        self.blur_radius = len(kernel) // 2
+        self.register_buffer("blur_kernel", torch.ones(1), persistent=False)  # state_dict keys stay net.*
+        self.set_eval_blur(eval_blur)
+
+    def set_eval_blur(self, sigma: Optional[float]) -> None:
+        self.eval_blur = float(sigma) if sigma else None
+        self.blur_kernel = gaussian_kernel(self.eval_blur) if self.eval_blur else torch.ones(1)
+        self.blur_radius = len(self.blur_kernel) // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype, x = x.dtype, x.float()
@@ -66,3 +69,11 @@ def with_input_adapter(net: nn.Module, input_norm: str = "none", eval_blur: Opti
     if input_norm == "none" and not eval_blur:
         return net
     return InputAdapter(net, input_norm == "per_image", eval_blur)
+
+
+def with_eval_blur(model: nn.Module, sigma: Optional[float]) -> nn.Module:
+    """`model` with its eval-time blur set to sigma (wrapping it when it has no input adapter yet)."""
+    if isinstance(model, InputAdapter):
+        model.set_eval_blur(sigma)
+        return model
+    return InputAdapter(model, per_image=False, eval_blur=sigma) if sigma else model
