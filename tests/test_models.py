@@ -79,3 +79,9 @@ def test_model_table_command_lists_params_and_flops():
     assert 50 < float(rows["resnet9"][1]) < 500  # MFLOPs per image
     bad = subprocess.run([sys.executable, "-m", "fer_sweep.models", "resnet99"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown model 'resnet99'; known models: cnn" in bad.stderr
+
+
+@pytest.mark.parametrize("bad", ["strong", -1.0, 20.0])
+def test_bad_eval_blur_is_named(bad):
+    with pytest.raises(ValueError, match="eval_blur must be null or a Gaussian sigma in pixels"):
+        build_model("cnn", eval_blur=bad)

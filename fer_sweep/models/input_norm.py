@@ -48,7 +48,8 @@ class InputAdapter(nn.Module):
 
     def set_eval_blur(self, sigma: Optional[float]) -> None:
         self.eval_blur = float(sigma) if sigma else None
-        self.blur_kernel = gaussian_kernel(self.eval_blur) if self.eval_blur else torch.ones(1)
+        kernel = gaussian_kernel(self.eval_blur) if self.eval_blur else torch.ones(1)
+        self.blur_kernel = kernel.to(self.blur_kernel.device)
         self.blur_radius = len(self.blur_kernel) // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,8 +65,8 @@ class InputAdapter(nn.Module):
 def with_input_adapter(net: nn.Module, input_norm: str = "none", eval_blur: Optional[float] = None) -> nn.Module:
     if input_norm not in INPUT_NORMS:
         raise ValueError(f"unknown input_norm {input_norm!r}; known: {', '.join(INPUT_NORMS)}")
-    if eval_blur is not None and not float(eval_blur) >= 0:
-        raise ValueError(f"eval_blur must be null or a sigma >= 0 (pixels), got {eval_blur!r}")
+    if eval_blur is not None and not (isinstance(eval_blur, (int, float)) and 0 <= eval_blur <= 15):
+        raise ValueError(f"eval_blur must be null or a Gaussian sigma in pixels, 0-15; got {eval_blur!r}")
     if input_norm == "none" and not eval_blur:
         return net
     return InputAdapter(net, input_norm == "per_image", eval_blur)
