@@ -78,9 +78,12 @@ def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequenc
     train_set, val_set, test_set = (DeviceBatches(s, device) for s in (splits.train, splits.val, splits.test))
 
     model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
+    # The eval blur belongs to the data (FER2013's blurred Training split), and travels with the model.
+    if cfg.data.get("eval_blur") and dataset != "synthetic":
+        model_kwargs["eval_blur"] = cfg.data.eval_blur
     shift = shift_warning(splits.train, splits.test)
     if shift and model_kwargs.get("input_norm", "none") == "none" and not model_kwargs.get("eval_blur"):
-        log.warning("%s; model.input_norm=per_image and model.eval_blur undo such a shift "
+        log.warning("%s; model.input_norm=per_image and data.eval_blur undo such a shift "
                     "(python -m fer_sweep.data.shift measures it)", shift)
     elif shift:
         log.info("%s; model input_norm=%s, eval_blur=%s", shift, model_kwargs.get("input_norm"),

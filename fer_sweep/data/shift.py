@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     if len(train) and len(public) and sharpness(_sample(train)) < 0.8 * sharpness(_sample(public)):
         sigma = matching_blur(_sample(train), _sample(public))
         print(f"Training is blurrier than PublicTest: a Gaussian blur of sigma {sigma} matches their sharpness "
-              "(model.eval_blur; measured on PublicTest, the validation split)")
+              "(data.eval_blur; measured on PublicTest, the validation split)")
     if args.checkpoint and len(public):
         print("PublicTest accuracy by eval_blur sigma: " + ", ".join(
             f"{s:g}: {a:.4f}" for s, a in accuracy_by_blur(args.checkpoint, public, data.labels[data.usage == 1]).items()))

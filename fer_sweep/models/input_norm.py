@@ -7,7 +7,7 @@ and PrivateTest. Two switches undo it:
 
 * ``input_norm=per_image`` standardises every image to mean 0 and std 1, so brightness and contrast
   (any a*x + b with a > 0) no longer matter;
-* ``eval_blur=sigma`` Gaussian-blurs inputs in eval mode only (validation, test, predict, export), so sharp
+* ``eval_blur=sigma`` (set from ``data.eval_blur``) Gaussian-blurs inputs in eval mode only (validation, test, predict, export), so sharp
   test images look like the blurred images the network was trained on. Training inputs pass unchanged.
 """
 from __future__ import annotations
