@@ -41,27 +41,27 @@ def matching_blur(blurred: np.ndarray, sharp: np.ndarray) -> float:
     return min(gaps, key=gaps.get)
 
 
+def image_stats(images: np.ndarray) -> Dict[str, float]:
+    """Pixel std (contrast) and sharpness of a sample of these images."""
+    sample = _sample(images)
+    return {"pixel_std": float(sample.std(dtype=np.float64)), "sharpness": sharpness(sample)}
+
+
 def usage_stats(data: FERArrays) -> Dict[str, Dict[str, float]]:
-    """Pixel std (contrast) and sharpness of each Usage present in the data."""
-    stats = {}
-    for u, name in enumerate(USAGES):
-        images = _sample(data.images[data.usage == u])
-        if len(images):
-            stats[name] = {"pixel_std": float(images.std(dtype=np.float64)), "sharpness": sharpness(images)}
-    return stats
+    """image_stats of each Usage present in the data."""
+    return {name: image_stats(data.images[data.usage == u])
+            for u, name in enumerate(USAGES) if (data.usage == u).any()}
 
 
 def shift_warning(train: FERArrays, test: FERArrays, tolerance: float = 0.15) -> Optional[str]:
     """A sentence naming the shift when train and test differ by more than `tolerance` (relative), else None."""
-    a, b = _sample(train.images), _sample(test.images)
-    if not len(a) or not len(b):
+    if not len(train) or not len(test):
         return None
-    std = (float(a.std(dtype=np.float64)), float(b.std(dtype=np.float64)))
-    sharp = (sharpness(a), sharpness(b))
-    if all(abs(x / max(y, 1e-9) - 1) <= tolerance for x, y in (std, sharp)):
+    a, b = image_stats(train.images), image_stats(test.images)
+    if all(abs(a[k] / max(b[k], 1e-9) - 1) <= tolerance for k in a):
         return None
-    return (f"train and test images differ: pixel std {std[0]:.1f} vs {std[1]:.1f}, sharpness "
-            f"{sharp[0]:.3f} vs {sharp[1]:.3f}")
+    return (f"train and test images differ: pixel std {a['pixel_std']:.1f} vs {b['pixel_std']:.1f}, sharpness "
+            f"{a['sharpness']:.3f} vs {b['sharpness']:.3f}")
 
 
 def accuracy_by_blur(checkpoint: str, images: np.ndarray, labels: np.ndarray, sigmas=(0.0, *SIGMAS)):
