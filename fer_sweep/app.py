@@ -21,10 +21,11 @@ from fer_sweep import results
 from fer_sweep.augment import build_augmentation
 from fer_sweep.data import dataset_name, load_splits
 from fer_sweep.data.batches import MEAN, STD, DeviceBatches
+from fer_sweep.data.fingerprint import data_identity, describe
 from fer_sweep.data.shift import shift_warning
 from fer_sweep.engine.callbacks import BestCheckpoint, Callback, LogEpochs, ProgressBar
 from fer_sweep.engine.loop import evaluate, fit
-from fer_sweep.engine.precision import resolve_device, resolve_precision
+from fer_sweep.engine.precision import describe_machine, resolve_device, resolve_precision
 from fer_sweep.engine.techniques import EMA, balanced_class_weights
 from fer_sweep.models import build_model, count_parameters
 from fer_sweep.optim import build_optimizer, build_schedule
@@ -75,19 +76,14 @@ def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequenc
     dataset = dataset_name(splits.train)
     log.info("data: %s (%s) split=%s sizes %s; device %s, precision %s", dataset, splits.train.source,
              cfg.data.get("split", "seed"), splits.sizes(), device, precision.name)
+    if dataset != "synthetic":
+        log.info("data: %s", describe(splits.train))
     train_set, val_set, test_set = (DeviceBatches(s, device) for s in (splits.train, splits.val, splits.test))
 
     model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
-    # The eval blur belongs to the data (FER2013's blurred Training split), and travels with the model.
-    if cfg.data.get("eval_blur") and dataset != "synthetic":
-        model_kwargs["eval_blur"] = cfg.data.eval_blur
     shift = shift_warning(splits.train, splits.test)
-    if shift and model_kwargs.get("input_norm", "none") == "none" and not model_kwargs.get("eval_blur"):
-        log.warning("%s; model.input_norm=per_image and data.eval_blur undo such a shift "
-                    "(python -m fer_sweep.data.shift measures it)", shift)
-    elif shift:
-        log.info("%s; model input_norm=%s, eval_blur=%s", shift, model_kwargs.get("input_norm"),
-                 model_kwargs.get("eval_blur"))
+    if shift and dataset != "synthetic":
+        log.warning("DATA: %s", shift)
     model = build_model(cfg.model.name, num_classes=len(class_names), **model_kwargs)
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), weight_decay=t.weight_decay)
@@ -119,8 +115,8 @@ def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequenc
         status = "pruned"
 
     result: Dict[str, Any] = {"status": status, "dataset": dataset, "data_source": splits.train.source,
-                              **describe_run(cfg), "params": count_parameters(model), "device": str(device),
-                              "precision": precision.name, "tta": t.tta, "split_sizes": splits.sizes(),
+                              **data_identity(splits.train), **describe_run(cfg), "params": count_parameters(model), "device": str(device),
+                              "precision": precision.name, "machine": describe_machine(device), "tta": t.tta, "split_sizes": splits.sizes(),
                               "class_names": class_names, "epochs_run": len(history.epochs),
                               "best_epoch": best.best_epoch or None,
                               "best_val_acc": best.best if best.best_epoch else None,

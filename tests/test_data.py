@@ -216,16 +216,46 @@ def test_byte_parser_declines_what_it_cannot_verify(mini_csv, tmp_path, edit):
     assert read_kaggle_bytes(path) is None
 
 
-def test_shift_report_finds_the_blurred_training_split(mini_csv, capsys):
-    """The shared sample carries FER2013's Training blur and contrast shift; the CLI measures both."""
+def test_shift_check_finds_no_shift_in_the_original_and_one_in_a_blurred_copy(mini_csv, tmp_path, capsys):
+    """The original FER2013's splits agree; blurring and fading Training (as one public copy did) is caught."""
+    from PIL import Image, ImageFilter
+
     from fer_sweep.data import shift
 
     data = read_fer2013(mini_csv)
     stats = shift.usage_stats(data)
-    assert stats["Training"]["sharpness"] < 0.6 * stats["PrivateTest"]["sharpness"]
-    assert stats["Training"]["pixel_std"] < 0.9 * stats["PrivateTest"]["pixel_std"]
-    train, test = (data.subset(np.flatnonzero(data.usage == u)) for u in (0, 2))
-    assert "sharpness" in shift.shift_warning(train, test)
-    assert shift.shift_warning(test, test) is None
+    for usage in ("Training", "PublicTest"):
+        for key in ("pixel_std", "sharpness"):
+            assert stats[usage][key] == pytest.approx(stats["PrivateTest"][key], rel=0.05)
     assert shift.main([str(mini_csv)]) == 0
-    assert "Training is blurrier than PublicTest" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "the shared 10% sample of the original Kaggle fer2013.csv" in out and "no shift" in out
+
+    # the defect of the blurred copy, made here: Training blurred (Gaussian, radius 1.5) and its contrast halved
+    blurred = data.images.copy()
+    for i in np.flatnonzero(data.usage == 0):
+        face = Image.fromarray(blurred[i]).filter(ImageFilter.GaussianBlur(1.5))
+        blurred[i] = (np.asarray(face, dtype=np.float32) * 0.5 + 64).astype(np.uint8)
+    rows = [f"{e},{' '.join(map(str, img.ravel()))},{shift.USAGES[u]}"
+            for e, img, u in zip(data.labels, blurred, data.usage)]
+    (tmp_path / "blurred.csv").write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    assert shift.main([str(tmp_path / "blurred.csv")]) == 1
+    out = capsys.readouterr().out
+    assert "not a copy we recognise" in out and "SHIFT: the training images differ from the test images" in out
+    assert "Use the original Kaggle fer2013.csv" in out
+    train_part, test_part = (data.subset(np.flatnonzero(data.usage == u)) for u in (0, 2))
+    assert shift.shift_warning(train_part, test_part) is None
+
+
+def test_fingerprint_is_the_same_for_gz_plain_and_crlf_forms(mini_csv, tmp_path):
+    """The original file is recognised in any lossless form; one changed pixel makes it another copy."""
+    from fer_sweep.data.fingerprint import describe, fingerprint, known_copy
+
+    text = gzip.decompress(mini_csv.read_bytes()).decode()
+    (tmp_path / "plain.csv").write_text(text, newline="")
+    (tmp_path / "crlf.csv").write_text(text.replace("\n", "\r\n"), newline="")
+    prints = {fingerprint(read_fer2013(p)) for p in (mini_csv, tmp_path / "plain.csv", tmp_path / "crlf.csv")}
+    assert prints == {"a80f975efc0c5c54"} and known_copy("a80f975efc0c5c54")[0] == "kaggle_mini"
+    data = read_fer2013(mini_csv)
+    data.images[5, 10, 10] ^= 1
+    assert fingerprint(data) not in prints and "not a copy we recognise" in describe(data)

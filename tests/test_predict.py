@@ -263,14 +263,3 @@ def test_cli_usage_errors_exit_2(ckpt, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert predict.main([str(ckpt), str(tmp_path / "empty")]) == 2
     assert "no image files" in capsys.readouterr().err
-
-
-def test_shift_command_scores_a_checkpoint_per_blur(ckpt, mini_csv, capsys):
-    """`python -m fer_sweep.data.shift DATA --checkpoint best.pt`: PublicTest accuracy for each eval_blur."""
-    from fer_sweep.data import shift
-
-    assert shift.main([str(mini_csv), "--checkpoint", str(ckpt)]) == 0
-    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("PublicTest accuracy")][0]
-    scores = dict(item.split(": ") for item in line.split("sigma: ")[1].split(", "))
-    assert list(scores)[0] == "0" and len(scores) == 1 + len(shift.SIGMAS)
-    assert all(0.0 <= float(v) <= 1.0 for v in scores.values())

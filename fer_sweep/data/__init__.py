@@ -10,6 +10,7 @@ from fer_sweep.data.arrays import EMOTIONS, USAGES, FERArrays
 from fer_sweep.data.cache import cached
 from fer_sweep.data.errors import DataError
 from fer_sweep.data.fer2013 import read_fer2013
+from fer_sweep.data.fingerprint import data_fingerprint
 from fer_sweep.data.splits import Splits, make_splits, merge_disgust_into_angry
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def load_dataset(cfg: Mapping[str, Any]) -> FERArrays:
             if not path.exists():
                 raise DataError(f"{path}: no such file or folder (from data.path or $FER2013_PATH)")
             data = cached(path, cfg.get("cache_dir"), read_fer2013)
+    data_fingerprint(data)  # of the data as read (before merge_disgust); subsets and merges keep it in .meta
     if cfg.get("merge_disgust", False):
         data = merge_disgust_into_angry(data)
     return data

@@ -7,6 +7,7 @@ instructions), else fp32. oneDNN also "supports" bf16 on plain AVX-512 CPUs by e
 from __future__ import annotations
 
 import contextlib
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,20 @@ def bf16_is_fast(device: torch.device) -> bool:
     if device.type == "cpu":
         return cpu_has_native_bf16()
     return False
+
+
+def describe_machine(device: torch.device) -> str:
+    """The hardware a result was measured on, for result.json: CPU model, threads, native bf16; or the GPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+    return f"{model}, {torch.get_num_threads()} threads, {bf16}"
 
 
 def cpu_has_native_bf16() -> bool:

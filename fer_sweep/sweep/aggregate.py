@@ -16,7 +16,8 @@ from fer_sweep import results
 GROUPS = ("model", "scheduler", "optimizer", "augmentation", "data")
 LEADING = ["job", *GROUPS]
 TRAILING = ["seed", "status", "error", "best_val_acc", "test_acc", "test_loss", "train_time_s", "params",
-            "best_epoch", "epochs_run", "dataset", "output_dir"]
+            "best_epoch", "epochs_run", "dataset", "data_copy", "data_fingerprint", "precision", "machine",
+            "output_dir"]
 RESULTS_CSV = "results.csv"
 
 
@@ -43,7 +44,9 @@ def to_row(result: Dict[str, Any]) -> Dict[str, Any]:
     choices = result.get("choices") or {}
     row: Dict[str, Any] = {"job": result.get("job")}
     for group in GROUPS:
-        row[group] = choices.get(group, result.get(group if group != "data" else "dataset"))
+        row[group] = choices.get(group, result.get(group))
+    if result.get("dataset"):  # what the run used: data=fer2013 with no file found falls back to synthetic
+        row["data"] = result["dataset"]
     for override in result.get("overrides") or []:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
