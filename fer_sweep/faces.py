@@ -79,6 +79,7 @@ def faces_in(gray: np.ndarray, detect: bool = True, whole_if_no_face: bool = Fal
 
 
 # ------------------------------------------------------------------------------------------ detection
+_lock = threading.RLock()   # guards importing cv2 and building classifiers (see _cv2)
 _local = threading.local()  # one classifier per thread: OpenCV does not promise that sharing one is safe
 
 
@@ -91,15 +92,26 @@ def detector_problem() -> Optional[str]:
     return None
 
 
+def _cv2():
+    """cv2, imported under the lock: its first import puts a half-built module in sys.modules, so a decoding
+    thread importing it meanwhile got a cv2 without `cv2.data` and reported the cascade missing (#16)."""
+    with _lock:
+        import cv2
+    return cv2
+
+
 def _cascade():
-    if getattr(_local, "cascade", None) is None:
-        _local.cascade = _load_cascade()
-    return _local.cascade
+    """This thread's classifier, built under the lock on first use (once per thread, so detection runs in
+    parallel without sharing one object)."""
+    cascade = getattr(_local, "cascade", None)
+    if cascade is None:
+        with _lock:
+            cascade = _local.cascade = _load_cascade()
+    return cascade
 
 
 def _load_cascade():
-    import cv2
-
+    cv2 = _cv2()
     hint = "install opencv-python-headless<5, or pass --no-detect for images that are face crops"
     if not hasattr(cv2, "CascadeClassifier"):
         raise DetectorUnavailable(f"face detection unavailable: OpenCV {cv2.__version__} has no Haar cascade "
@@ -113,8 +125,7 @@ def _load_cascade():
 
 def find_faces(gray: np.ndarray) -> List[Box]:
     """Frontal faces in a grayscale image as (x, y, w, h), left to right; large photos are searched shrunk."""
-    import cv2
-
+    cv2 = _cv2()
     scale = min(1.0, DETECT_MAX_SIDE / max(gray.shape))
     small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     found = _cascade().detectMultiScale(small, scaleFactor=1.1, minNeighbors=5, minSize=(30, 30))

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 from fer_sweep import faces, predict
 from fer_sweep.app import CONFIG_DIR, train
 from fer_sweep.checkpoint import CheckpointError, load_checkpoint
@@ -169,6 +172,35 @@ def test_photo_without_a_face(ckpt, tmp_path):
     row, = predict_rows([ckpt], [noise], whole_if_no_face=True)
     assert row["error"] is None and (row["x"], row["y"], row["w"], row["h"]) == (0, 0, 400, 300)
 
+
+# Scans a folder's photos with `workers` decoding threads, in a new interpreter; prints (faces, error).
+SCAN_IN_A_FRESH_PYTHON = """
+import json, sys
+from pathlib import Path
+from fer_sweep import predict
+files = sorted(Path(sys.argv[1]).glob("*.jpg"))
+scans = predict.scan_files(files, predict.Options(), workers=int(sys.argv[2]), chunk=len(files))
+print(json.dumps([[len(scan.faces), scan.error] for scan in scans]))
+"""
+
+
+@needs_detector
+def test_many_decoding_threads_all_get_the_detector(sample, tmp_path):
+    """Issue #16: threads racing on the first `import cv2` / cascade load gave some photos 'face detection
+    unavailable'. Each round is a new interpreter: cv2 initialises once per process, so only a fresh one
+    exercises that first load (this test process has loaded it already)."""
+    faces_files = sorted(sample.rglob("*.jpg"))[:48]
+    for k, face_file in enumerate(faces_files):
+        pasted_photo(tmp_path / f"photo_{k:02d}.jpg", face_file, at=(40 + 4 * k, 20 + 2 * k))
+    for _ in range(5):
+        proc = subprocess.run([sys.executable, "-c", SCAN_IN_A_FRESH_PYTHON, str(tmp_path), "8"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr
+        scans = json.loads(proc.stdout)
+        assert len(scans) == 48
+        assert not [error for _, error in scans if error and "unavailable" in error]
+        assert sum(n for n, _ in scans) > 24  # the real cascade ran: it finds most of these pasted faces
 
 def test_no_detect_takes_images_whole(ckpt, sample, tmp_path):
     photo = tmp_path / "photo.png"
