@@ -18,6 +18,9 @@ import torch
 RESULT_FILE = "result.json"
 HISTORY_FILE = "history.csv"
 CHECKPOINT_FILE = "checkpoints/best.pt"
+# history.csv, one row per epoch. train_loss: mean per-sample loss as optimised (class weights, label smoothing,
+# mixup/cutmix targets included); train_acc: against each sample's dominant target (a mixed batch's soft-target
+# argmax); val_loss/val_acc: plain cross-entropy and accuracy of the scored (EMA when on) weights, no TTA.
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s")
 STATUSES = ("completed", "failed", "diverged", "pruned")
 

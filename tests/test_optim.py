@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from fer_sweep.optim import build_optimizer, build_schedule
+from fer_sweep.optim import Schedule, build_optimizer, build_schedule
+from tests.test_techniques import linear_model, toy_fit
 
 
 def _lrs(scheduler_cfg, epochs=4, steps=10, lr=0.01, val_losses=None):
@@ -42,8 +43,22 @@ def test_step_is_per_epoch():
 
 
 def test_plateau_follows_val_loss():
-    lrs = _lrs({"name": "plateau", "patience": 0, "factor": 0.5}, val_losses=[1.0, 1.0, 1.0, 1.0])
+    """ReduceLROnPlateau keeps the lr while the val loss falls and cuts it when it stalls; fit() hands the
+    schedule each epoch's val loss."""
+    plateau = {"name": "plateau", "patience": 0, "factor": 0.5}
+    assert set(_lrs(plateau, val_losses=[4.0, 3.0, 2.0, 1.0])) == {0.01}
+    lrs = _lrs(plateau, val_losses=[1.0, 1.0, 1.0, 1.0])
     assert lrs[-1] < lrs[0]
+
+    seen = []
+
+    class Recording(Schedule):
+        def after_epoch(self, val_loss):
+            seen.append(val_loss)
+
+    torch.manual_seed(0)
+    history = toy_fit(linear_model(), lr=1e-3, epochs=3, schedule=Recording())
+    assert seen == [row["val_loss"] for row in history.epochs] and len(set(seen)) == 3
 
 
 def test_unknown_option_names_the_key():

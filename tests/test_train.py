@@ -99,3 +99,37 @@ def test_compiled_training_keeps_plain_checkpoints(make_cfg, tmp_path):
     result = train(make_cfg(*FAST, "model=resnet9", "trainer.compile=true", "trainer.plots=false"), tmp_path)
     assert result["status"] == "completed" and result["test_acc"] is not None
     assert load_checkpoint(tmp_path / CHECKPOINT_FILE).name == "resnet9"
+
+
+def test_test_split_is_scored_with_the_best_val_checkpoint(make_cfg, tmp_path, monkeypatch):
+    """Validation is made to call epoch 1 the best of 3: the test split must be scored with epoch 1's weights
+    (best.pt), not with the weights training ended on."""
+    import dataclasses
+
+    from fer_sweep import app
+    from fer_sweep.engine import loop
+
+    val_states, test_states, evaluate = [], [], loop.evaluate
+
+    def snapshot(model):
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    def validate(model, *args, **kwargs):
+        val_states.append(snapshot(model))
+        return dataclasses.replace(evaluate(model, *args, **kwargs), acc=1.0 / len(val_states))
+
+    def test(model, *args, **kwargs):
+        test_states.append(snapshot(model))
+        return evaluate(model, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", validate)
+    monkeypatch.setattr(app, "evaluate", test)
+    result = train(make_cfg(*FAST, "trainer.epochs=3", "trainer.plots=false"), tmp_path / "t")
+    checkpoint = torch.load(tmp_path / "t" / CHECKPOINT_FILE, weights_only=True)
+    assert result["best_epoch"] == 1 and checkpoint["epoch"] == 1 and len(val_states) == 3
+    (tested,) = test_states
+    assert same(tested, checkpoint["state_dict"]) and same(tested, val_states[0])
+    assert not same(tested, val_states[-1])

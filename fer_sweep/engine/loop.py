@@ -69,11 +69,14 @@ def train_step(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, optimiz
                grad_clip_value: Optional[float] = None, grad_clip_norm: Optional[float] = None):
     """One optimisation step on a ready (normalised, augmented) batch; returns (loss, logits).
 
-    Targets are class indices or soft targets (mixup). The loss is computed in fp32 whatever the precision.
+    Targets are class indices or soft targets (mixup). The loss is computed in fp32 whatever the precision, as
+    the plain mean of the per-sample (class-weighted) losses: PyTorch's weighted 'mean' divides by the sum of
+    the targets' weights for class indices but by the batch size for soft targets, so batches would not compare.
     """
     with precision.autocast():
         logits = model(x)
-        loss = F.cross_entropy(logits.float(), targets, weight=class_weights, label_smoothing=label_smoothing)
+        loss = F.cross_entropy(logits.float(), targets, weight=class_weights, label_smoothing=label_smoothing,
+                               reduction="none").mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip_value:
@@ -93,7 +96,11 @@ def fit(model: nn.Module, train: Batches, val: Batches, optimizer: torch.optim.O
         callbacks: Sequence[Callback] = ()) -> History:
     """Train for `epochs`; returns the per-epoch history. Stops with status 'diverged' on a non-finite loss.
 
-    With `ema`, validation scores the averaged weights (ema.model), which is what a checkpoint should keep.
+    train_loss is the mean over the epoch's samples of the loss as optimised (class weights, label smoothing and
+    mixed targets included); train_acc scores each prediction against the label that dominates its target (for a
+    mixup/cutmix batch, the argmax of the soft target), as the network was asked to predict it.
+    With `ema`, validation scores the averaged weights (ema.model), which is what a checkpoint should keep;
+    validation never uses test-time augmentation.
     """
     history = History()
     steps_per_epoch = train.num_batches(batch_size)
@@ -120,7 +127,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, optimizer: torch.optim.O
             history.batch_lr.append(optimizer.param_groups[0]["lr"])
             schedule.after_batch()
             loss_sum += loss.detach() * len(labels)
-            correct += (logits.argmax(1) == labels).sum()
+            correct += (logits.argmax(1) == (targets.argmax(1) if targets.dim() == 2 else targets)).sum()
             step += 1
             # Checking the loss syncs the device, so on accelerators look only every 20 steps.
             loss_value = loss.item() if train.device.type == "cpu" or step % 20 == 0 else None
