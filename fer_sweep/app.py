@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fer_sweep import results
 from fer_sweep.augment import build_augmentation
-from fer_sweep.data import dataset_name, load_splits
+from fer_sweep.data import dataset_name, load_dataset, load_splits, resolve_path
 from fer_sweep.data.batches import MEAN, STD, DeviceBatches
 from fer_sweep.data.fingerprint import data_identity, describe
 from fer_sweep.data.shift import shift_warning
@@ -27,8 +27,10 @@ from fer_sweep.engine.callbacks import BestCheckpoint, Callback, LogEpochs, Prog
 from fer_sweep.engine.loop import evaluate, fit
 from fer_sweep.engine.precision import describe_machine, resolve_device, resolve_precision
 from fer_sweep.engine.techniques import EMA, balanced_class_weights
+from fer_sweep.errors import ConfigError
 from fer_sweep.models import build_model, count_parameters
 from fer_sweep.optim import build_optimizer, build_schedule
+from fer_sweep.trackers import Trackers, build_trackers
 
 log = logging.getLogger("fer_sweep")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -37,12 +39,36 @@ if not CONFIG_DIR.is_dir():  # installed without the source tree: configs ship i
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """Identifies 'the same job' for resume: the resolved config, minus where its output goes."""
+    """The resume key, 'the same job': the resolved config without where its output and its parsed-data cache
+    go (environment details) and the Optuna bookkeeping, plus what it resolves to on this machine now (see
+    runtime_identity). The data's content is compared apart (same_data): that needs the data loaded."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    plain.pop("output_dir", None)
-    plain.pop("trial", None)  # Optuna bookkeeping, not a hyper-parameter
+    for key in ("hydra", "output_dir", "trial", "logger"):  # logger: where results are tracked, not the job
+        plain.pop(key, None)
+    (plain.get("data") or {}).pop("cache_dir", None)
+    plain["runtime"] = runtime_identity(cfg)
     return hashlib.sha1(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def runtime_identity(cfg: DictConfig) -> Dict[str, str]:
+    """What the same config may resolve to differently at run time: the data source (data.path, else
+    $FER2013_PATH, else data/fer2013.csv, else the synthetic fallback), the device, and the precision
+    (`auto` is bf16 on one machine and fp32 on another)."""
+    source = "synthetic"
+    if cfg.data.get("name") != "synthetic":
+        path = resolve_path(cfg.data.get("path"))
+        source = str(path.resolve()) if path is not None else "synthetic"
+    device = resolve_device(cfg.trainer.device)
+    return {"data_source": source, "device": str(device),
+            "precision": resolve_precision(cfg.trainer.precision, device).name}
+
+
+def same_data(previous: Dict[str, Any], cfg: DictConfig) -> bool:
+    """Whether the data the job would load now has the fingerprint of the data its previous run trained on
+    (a file changed in place keeps its path). Only asked before skipping a job, so a job loads its data once
+    (loading is cached), except when the data did change."""
+    now = data_identity(load_dataset(cfg.data))
+    return all(previous.get(key) == now.get(key) for key in ("data_fingerprint", "labels_fingerprint"))
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -55,14 +81,38 @@ def seed_everything(seed: int) -> torch.Generator:
 def describe_run(cfg: DictConfig) -> Dict[str, Any]:
     """The run's identity in result.json and results.csv: component names and headline hyper-parameters."""
     return {"model": cfg.model.name, "scheduler": cfg.scheduler.name, "optimizer": cfg.optimizer.name,
+            "labels": label_set(cfg.data),
             "augmentation": cfg.augmentation.name, "epochs": cfg.trainer.epochs, "lr": cfg.optimizer.lr,
             "batch_size": cfg.trainer.batch_size, "weight_decay": cfg.trainer.weight_decay,
             "seed": cfg.trainer.seed}
 
 
+def label_set(data_cfg: DictConfig) -> str:
+    """fer2013, or ferplus/<mode> (the FER+ votes and how they are trained on)."""
+    if data_cfg.get("labels", "fer2013") == "ferplus":
+        return f"ferplus/{data_cfg.get('ferplus_mode', 'majority')}"
+    return str(data_cfg.get("labels", "fer2013"))
+
+
 def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequence[Callback] = ()) -> Dict[str, Any]:
-    """Train and test one model as cfg says; writes the run-folder files and returns result.json's content."""
+    """Train and test one model as cfg says; writes the run-folder files and returns result.json's content.
+
+    The experiment trackers of cfg.logger (fer_sweep/trackers.py) follow the run, and their runs end with its
+    status (failed when train raises)."""
     out = Path(output_dir or cfg.output_dir)
+    trackers = build_trackers(cfg, out)
+    trackers.start(cfg)
+    try:
+        result = _train(cfg, out, callbacks, trackers)
+    except BaseException as exc:
+        trackers.finish("failed" if isinstance(exc, Exception) else "killed")
+        raise
+    trackers.log_result(result, out / "plots")
+    trackers.finish(result["status"])
+    return result
+
+
+def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: Trackers) -> Dict[str, Any]:
     t = cfg.trainer
     tic = time.perf_counter()
     if t.threads:
@@ -95,12 +145,17 @@ def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequenc
     ema = EMA(model, t.ema_decay) if t.ema_decay else None
     scored_model = ema.model if ema else model  # what validation, the checkpoint and the test score use
     best = BestCheckpoint(scored_model, out / results.CHECKPOINT_FILE, lambda: checkpoint_payload)
-    run_callbacks: List[Callback] = [LogEpochs(t.epochs), ProgressBar(), best, *callbacks]
+    run_callbacks: List[Callback] = [LogEpochs(t.epochs), ProgressBar(), best, trackers, *callbacks]
+    # FER+ votes train as the data config says (engine/targets.py); FER2013 and FER+ majority: one class each
+    target_mode = cfg.data.get("ferplus_mode", "label") if splits.train.targets is not None else "label"
+    if target_mode == "multi_target" and (t.mixup_alpha or t.cutmix_alpha or t.class_weights or t.label_smoothing):
+        raise ConfigError("data.ferplus_mode=multi_target trains on sets of acceptable classes: it takes no mixup, "
+                         "cutmix, class weights or label smoothing")
     class_weights = None
     if t.class_weights == "balanced":
         class_weights = balanced_class_weights(train_set.labels, len(class_names)).to(device)
     elif t.class_weights:
-        raise ValueError(f"trainer.class_weights={t.class_weights!r}; expected null or balanced")
+        raise ConfigError(f"trainer.class_weights={t.class_weights!r}; expected null or balanced")
 
     # torch.compile pays back on accelerators; on a CPU it measured +4% for resnet9 after 35 s of compiling.
     trained = torch.compile(model) if t.get("compile") else model  # same parameters; checkpoints use `model`
@@ -109,7 +164,7 @@ def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequenc
                   grad_clip_value=t.grad_clip_value, grad_clip_norm=t.grad_clip_norm,
                   label_smoothing=t.label_smoothing, class_weights=class_weights, ema=ema,
                   mixup_alpha=t.mixup_alpha, cutmix_alpha=t.cutmix_alpha, num_classes=len(class_names),
-                  callbacks=run_callbacks)
+                  target_mode=target_mode, callbacks=run_callbacks)
     status = history.status
     if history.stopped_early and any(getattr(cb, "pruned", False) for cb in callbacks):
         status = "pruned"
@@ -165,21 +220,33 @@ def objective_value(result: Dict[str, Any], objective) -> Any:
 
 
 def run_job(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Dict[str, Any]:
-    """train() plus what a job in a sweep needs: job identity in result.json, resume, and failure records."""
+    """train() plus what a job in a sweep needs: job identity in result.json, resume, and failure records.
+
+    A job that is not skipped first replaces its folder's previous record with status `running` (and removes
+    the previous checkpoint and history), atomically, so a run killed half-way never leaves an earlier run's
+    `completed` row or weights behind, and resume runs it again."""
     out = Path(cfg.output_dir)
-    identity = {"config_hash": config_hash(cfg), **job_identity()}
+    identity = job_identity()
     if cfg.get("trial"):  # an Optuna trial: the sweeper adds its state and value(s) after telling the study
         identity["trial"] = {"number": cfg.trial.number, "study": cfg.trial.study}
-    previous = results.read_result(out)
-    if previous and previous.get("status") == "completed" and previous.get("config_hash") == identity["config_hash"]:
-        log.info("%s already completed for this config: skipping (resume)", out)
-        return previous
     try:
+        identity = {"config_hash": config_hash(cfg), **identity}
+        previous = results.read_result(out)
+        if (previous and previous.get("status") == "completed"
+                and previous.get("config_hash") == identity["config_hash"] and same_data(previous, cfg)):
+            log.info("%s already completed for this config: skipping (resume)", out)
+            return previous
+        results.write_json(out / results.RESULT_FILE, {"status": "running", **describe_run(cfg), **identity,
+                                                       "output_dir": str(out)})
+        for stale in (results.CHECKPOINT_FILE, results.HISTORY_FILE):
+            (out / stale).unlink(missing_ok=True)
         result = {**train(cfg, out, callbacks), **identity, "output_dir": str(out)}
     except Exception as exc:
-        result = {"status": "failed", **describe_run(cfg), "error": f"{type(exc).__name__}: {exc}",
-                  **identity, "output_dir": str(out)}
+        error = f"{type(exc).__name__}: {exc}"
+        result = {"status": "failed", **describe_run(cfg), "error": error, **identity, "output_dir": str(out)}
         results.write_json(out / results.RESULT_FILE, result)
+        log.error("%s failed: %s", "run" if identity.get("job") is None else f"job {identity['job']}",
+                  error.splitlines()[0] if error.strip() else error)
         log.debug("job failed:\n%s", traceback.format_exc())
         raise
     results.write_json(out / results.RESULT_FILE, result)

@@ -14,6 +14,7 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from fer_sweep.errors import ConfigError
 from fer_sweep.registry import Registry
 
 AUGMENTATIONS = Registry("augmentation")
@@ -55,14 +56,14 @@ class Augmentation:
         for f in ("translate", "shear", "scale"):
             value = tuple(float(v) for v in getattr(self, f))
             if len(value) != 2:
-                raise ValueError(f"{f} must have two values, got {value}")
+                raise ConfigError(f"augmentation.{f} must have two values, got {value}")
             setattr(self, f, value)
         if self.crop_padding < 0 or self.rotation < 0 or min(self.translate) < 0:
-            raise ValueError("crop_padding, rotation and translate must be >= 0")
+            raise ConfigError("augmentation: crop_padding, rotation and translate must be >= 0")
         if not (0 < self.scale[0] <= self.scale[1]) or self.shear[0] > self.shear[1]:
-            raise ValueError(f"need 0 < scale lo <= hi and shear lo <= hi, got {self.scale}, {self.shear}")
+            raise ConfigError(f"augmentation: need 0 < scale lo <= hi and shear lo <= hi, got {self.scale}, {self.shear}")
         if not (0 <= self.flip <= 1 and 0 <= self.erasing <= 1):
-            raise ValueError("flip and erasing are probabilities in [0, 1]")
+            raise ConfigError("augmentation: flip and erasing are probabilities in [0, 1]")
 
     @property
     def warps(self) -> bool:

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping, Optional
 import torch
 from torch.optim import lr_scheduler
 
+from fer_sweep.errors import ConfigError
 from fer_sweep.registry import Registry
 
 OPTIMIZERS = Registry("optimizer")
@@ -114,5 +115,5 @@ def _build(registry: Registry, name: str, group: str, **kwargs: Any):
     known = [p for p in inspect.signature(builder).parameters if p not in ("params", "optimizer")]
     unknown = [k for k in kwargs if k not in known and k not in ("params", "optimizer")]
     if unknown:
-        raise ValueError(f"{group}={name} has no option(s) {unknown}; it takes {known}")
+        raise ConfigError(f"{group}={name} has no option(s) {unknown}; it takes {known}")
     return builder(**kwargs)

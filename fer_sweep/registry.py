@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List
 
+from fer_sweep.errors import UnknownNameError
+
 
 class Registry:
     """Maps names to builder callables; unknown names fail with the list of known ones."""
@@ -23,7 +25,7 @@ class Registry:
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self._builders:
             known = ", ".join(self.names())
-            raise KeyError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
         return self._builders[name]
 
     def build(self, name: str, **kwargs: Any) -> Any:

@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from fer_sweep import results
 from fer_sweep.app import CONFIG_DIR
 from fer_sweep.report import main as report_main
+from fer_sweep.report import summarize
 from fer_sweep.sweep.heartbeat import (HEARTBEAT_ATTR, Heartbeat, fail_stale_trials, record_heartbeat,
                                        retry_stale_trial)
 from fer_sweep.sweep.optuna_sweeper import SURPLUS_ATTR, Ledger, OptunaSweeper
@@ -356,6 +357,38 @@ def test_a_retry_takes_over_the_slot_of_the_trial_it_replaces(tmp_path):
     assert trials[2].params == dead.params and trials[2].system_attrs["failed_trial"] == 1
     assert [t.number for t in Ledger(trials, 2).finished] == [0, 2]
     assert json.loads((tmp_path / "2" / "result.json").read_text())["trial"]["retry_of"] == 1
+
+
+def test_a_live_trial_failed_as_stale_is_superseded_by_its_retry_in_rows_and_reports(tmp_path, capsys):
+    storage = str(tmp_path / "s.log")
+    sweeper = sweeper_on(storage, tmp_path, 2, grace_period=1)
+    study = sweeper.open_study("s", SPACE)
+    done, stalled = sweeper.ask(study, SPACE, 2)
+    sweeper.study_storage.set_trial_system_attr(stalled._trial_id, HEARTBEAT_ATTR, time.time())  # last beat
+    sweeper.run_batch(study, [done], [])
+    launch = sweeper.launcher.launch
+
+    def stalls(job_overrides, initial_job_idx):  # the job stalls past grace_period, then completes after all
+        time.sleep(1.5)
+        # another worker finds it silent: FAIL, and a retry queued
+        fail_stale_trials(study, sweeper.study_storage, sweeper.grace_period, sweeper.retry_entitled)
+        return launch(job_overrides, initial_job_idx)
+    sweeper.launcher.launch = stalls
+    sweeper.run_batch(study, [stalled], [])
+    sweeper.launcher.launch = launch
+    assert sweeper.run_trials(study, SPACE, []) is None  # the retry, trial 2, runs and completes
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+
+    record = json.loads((tmp_path / "1" / "result.json").read_text())
+    assert record["status"] == "superseded" and record["trial"]["superseded_by"] == 2
+    assert record["trial"]["state"] == "FAIL"  # as the study says
+    sweeper.finish(tmp_path, study)
+    assert "Sweep finished: 2 completed, 1 superseded." in capsys.readouterr().out  # n_trials=2: 2 count
+    frame = pd.read_csv(tmp_path / "results.csv").set_index("trial")
+    assert frame.loc[1, "status"] == "superseded" and frame.loc[1, "trial_superseded_by"] == 2
+    summary = summarize(frame, metric="best_val_acc", completed_only=False)  # --all-statuses: still excluded
+    assert summary["n"].sum() == 2
+    assert "Jobs: 2 completed, 1 superseded" in (tmp_path / "report.md").read_text()
 
 
 def test_parallel_workers_draw_different_points_and_one_worker_is_reproducible(tmp_path):

@@ -9,6 +9,7 @@ import time
 import pandas as pd
 import pytest
 
+from fer_sweep import results
 from fer_sweep.report import main as report_main
 from fer_sweep.report import pivot, summarize
 from tests.conftest import ROOT, run_cli
@@ -42,8 +43,11 @@ def test_two_by_two_grid(tmp_path, capsys):
 def test_failed_job_does_not_stop_the_sweep_and_resume_reruns_it(tmp_path):
     args = ["--multirun", *TINY, "optimizer.lr=0.001,-1,0.002", f"hydra.sweep.dir={tmp_path}"]
     proc = run_cli(args)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert "Sweep finished: 2 completed, 1 failed" in proc.stdout
+    assert "job 1 failed: ValueError: Invalid learning rate: -1" in proc.stdout + proc.stderr  # as it fails
+    assert "Traceback" not in proc.stderr  # one line says why the sweep failed, no Hydra internals
+    assert proc.stderr.strip().splitlines()[-1].startswith("Sweep failed: 1 of 3 jobs failed")
     frame = pd.read_csv(tmp_path / "results.csv")
     assert frame["status"].tolist() == ["completed", "failed", "completed"]
     assert "Invalid learning rate: -1" in frame["error"][1]
@@ -71,7 +75,7 @@ def test_sigkill_half_way_then_resume(tmp_path):
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 120
-    while not (tmp_path / "0" / "result.json").exists() and time.time() < deadline:
+    while (results.read_result(tmp_path / "0") or {}).get("status") != "completed" and time.time() < deadline:
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -92,6 +96,32 @@ def test_report_mean_std_over_seeds():
     assert summary["n"].tolist() == [3]  # the failed resnet9 job is left out
     assert summary["mean"][0] == pytest.approx(0.7) and summary["std"][0] == pytest.approx(0.1)
     assert pivot(summary, "model", "scheduler").loc["cnn", "none"] == "0.700 ± 0.100 (n=3)"
+
+
+def test_report_averages_only_over_seeds_and_keeps_other_settings_apart(tmp_path, capsys):
+    frame = pd.DataFrame({"model": ["cnn"] * 5, "scheduler": ["none"] * 5, "status": ["completed"] * 5,
+                          "optimizer.lr": [0.001, 0.001, 0.1, 0.1, 0.1], "seed": [0, 1, 0, 1, 2],
+                          "test_acc": [0.6, 0.7, 0.2, 0.3, 0.4]})
+    summary = summarize(frame)
+    assert summary.attrs["split_by"] == ["optimizer.lr"]
+    assert summary[["optimizer.lr", "n"]].values.tolist() == [[0.001, 2], [0.1, 3]]  # not one cell of n=5
+    assert summary["mean"].tolist() == pytest.approx([0.65, 0.3])
+    table = pivot(summary, "model", "scheduler")
+    assert table.loc[("cnn", 0.1), "none"] == "0.300 ± 0.100 (n=3)"
+
+    frame.to_csv(tmp_path / "results.csv", index=False)
+    report = [str(tmp_path / "results.csv"), "--chart", str(tmp_path / "report.png")]
+    assert report_main(report) == 0
+    out, err = capsys.readouterr()
+    assert "| model | optimizer.lr | none |" in out and "| cnn | 0.001 | 0.650 ± 0.071 (n=2) |" in out
+    assert "split by optimizer.lr" in err and "--filter" in err
+    assert report_main([*report, "--filter", "optimizer.lr=1e-3"]) == 0
+    out, err = capsys.readouterr()
+    assert "| model | none |" in out and "| cnn | 0.650 ± 0.071 (n=2) |" in out and "split by" not in err
+    assert report_main([*report, "--rows", "optimizer.lr"]) == 0
+    assert "| 0.1 | 0.300 ± 0.100 (n=3) |" in capsys.readouterr().out
+    assert report_main([*report, "--filter", "lr=1"]) == 2
+    assert "no column 'lr'" in capsys.readouterr().err
 
 
 def test_report_errors_are_clear(tmp_path, capsys):

@@ -192,9 +192,24 @@ def test_too_many_failures_stop_the_sweep(tmp_path):
     study = sweeper.open_study("s", SPACE)
     stopped = sweeper.run_trials(study, SPACE, [])
     assert "3 failed trials" in stopped and len(study.trials) == 3  # 3 > 0.2 * 10
-    with pytest.raises(SweepFailed, match="stopped early"):
-        sweeper.finish(tmp_path, stopped)
+    with pytest.raises(SweepFailed, match="no job completed"):
+        sweeper.finish(tmp_path, study)
     assert len(pd.read_csv(tmp_path / "results.csv")) == 3  # reported before failing
+
+
+@pytest.mark.parametrize("rate, fails", [(0.5, False), (0.1, True)])
+def test_failures_beyond_max_failure_rate_fail_the_sweep(tmp_path, rate, fails):
+    sweeper = make_sweeper(tmp_path, lambda lr: {"status": "failed"} if lr < -0.5 else
+                           {"status": "completed", "best_val_acc": lr}, n_trials=6, max_failure_rate=rate)
+    study = sweeper.open_study("s", SPACE)
+    sweeper.run_trials(study, SPACE, [])
+    failed = sum(t.state == TrialState.FAIL for t in study.trials)
+    assert failed == 1 and (failed > rate * 6) == fails  # the seeded draws hold one failure
+    if fails:
+        with pytest.raises(SweepFailed, match=f"{failed} of 6 jobs failed"):
+            sweeper.finish(tmp_path, study)
+    else:
+        sweeper.finish(tmp_path, study)  # the same rule as the grid sweeper's, at another rate
 
 
 def test_a_broken_launcher_leaves_no_trial_running(tmp_path):
@@ -269,9 +284,35 @@ def test_every_sampler_runs_ask_and_tell(name):
 
 # --- the pruning callback inside a job -----------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["none", "median", "percentile", "hyperband", "successive_halving"])
-def test_every_pruner_builds(name):
-    assert build_pruner(name, {}) is not None
+@pytest.mark.parametrize("name, options, cls, attrs", [
+    ("none", {}, optuna.pruners.NopPruner, {}),
+    ("median", {"n_startup_trials": 2, "n_warmup_steps": 1}, optuna.pruners.MedianPruner,
+     {"_n_startup_trials": 2, "_n_warmup_steps": 1, "_percentile": 50.0}),
+    ("percentile", {"n_startup_trials": 2}, optuna.pruners.PercentilePruner,
+     {"_n_startup_trials": 2, "_percentile": 25.0}),  # the one required argument gets its default
+    ("hyperband", {"min_resource": 1, "max_resource": 4, "reduction_factor": 2},
+     optuna.pruners.HyperbandPruner, {"_min_resource": 1, "_max_resource": 4, "_reduction_factor": 2}),
+    ("successive_halving", {"min_resource": 1, "reduction_factor": 2}, optuna.pruners.SuccessiveHalvingPruner,
+     {"_min_resource": 1, "_reduction_factor": 2})])
+def test_every_pruner_builds_with_its_options_and_prunes_a_bad_trial(name, options, cls, attrs):
+    pruner = build_pruner(name, options)
+    assert type(pruner) is cls and {k: getattr(pruner, k) for k in attrs} == attrs
+    study = optuna.create_study(study_name="prune", direction="maximize", pruner=pruner,  # named: hyperband's
+                                sampler=optuna.samplers.RandomSampler(seed=0))        # brackets hash it
+    for i in range(6):  # good trials, reporting every epoch as TrialPruning does
+        trial = study.ask()
+        for step in range(1, 5):
+            trial.report(0.9 - 0.01 * i, step)
+            trial.should_prune()
+        study.tell(trial, 0.9 - 0.01 * i)
+    bad = study.ask()
+    verdicts = []
+    for step in range(1, 5):
+        bad.report(0.05, step)
+        verdicts.append(bool(bad.should_prune()))
+    assert any(verdicts) == (name != "none"), verdicts
+    with pytest.raises(ValueError, match="unknown pruner 'wilcoxon'"):
+        build_pruner("wilcoxon", {})
 
 
 def test_job_finds_its_trial_through_the_storage_and_is_pruned(tmp_path):

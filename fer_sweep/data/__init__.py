@@ -10,6 +10,7 @@ from fer_sweep.data.arrays import EMOTIONS, USAGES, FERArrays
 from fer_sweep.data.cache import cached
 from fer_sweep.data.errors import DataError
 from fer_sweep.data.fer2013 import read_fer2013
+from fer_sweep.data.ferplus import votes_path, with_ferplus_labels
 from fer_sweep.data.fingerprint import data_fingerprint
 from fer_sweep.data.splits import Splits, make_splits, merge_disgust_into_angry
 
@@ -46,7 +47,15 @@ def load_dataset(cfg: Mapping[str, Any]) -> FERArrays:
             if not path.exists():
                 raise DataError(f"{path}: no such file or folder (from data.path or $FER2013_PATH)")
             data = cached(path, cfg.get("cache_dir"), read_fer2013)
-    data_fingerprint(data)  # of the data as read (before merge_disgust); subsets and merges keep it in .meta
+    data_fingerprint(data)  # of the pixels as read (before relabelling); subsets and merges keep it in .meta
+    labels = cfg.get("labels", "fer2013")
+    if labels == "ferplus":
+        if data.source == "synthetic":
+            raise DataError("data.labels=ferplus needs the FER2013 file (data.path): the synthetic set has no FER+ votes")
+        votes = votes_path(cfg.get("ferplus_path"), Path(data.source))
+        data = with_ferplus_labels(data, votes, cfg.get("ferplus_mode", "majority"))
+    elif labels != "fer2013":
+        raise DataError(f"unknown data.labels {labels!r}; expected fer2013 or ferplus")
     if cfg.get("merge_disgust", False):
         data = merge_disgust_into_angry(data)
     return data

@@ -42,12 +42,13 @@ class Batches:
 
 
 class DeviceBatches(Batches):
-    """Images and labels of one split, resident on `device`."""
+    """Images and labels (or FER+ targets) of one split, resident on `device`."""
 
     def __init__(self, data: FERArrays, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         images = torch.from_numpy(np.ascontiguousarray(data.images))
-        labels = torch.from_numpy(np.ascontiguousarray(data.labels))
+        # FER+ soft targets (float (N, C)) stand in for the labels in training; engine/targets.py reads them
+        labels = torch.from_numpy(np.ascontiguousarray(data.labels if data.targets is None else data.targets))
         if self.device.type == "cuda":
             images, labels = images.pin_memory(), labels.pin_memory()
         self.images = images.to(self.device, non_blocking=True)

@@ -56,8 +56,11 @@ def data_fingerprint(data: FERArrays) -> str:
 
 
 def data_identity(data: FERArrays) -> Dict[str, str]:
-    """What result.json records of the data: its fingerprint and, when recognised, which copy it is."""
-    if data.source == "synthetic":
-        return {"data_fingerprint": data_fingerprint(data), "data_copy": "synthetic"}
+    """What result.json records of the data: its fingerprint, which copy it is when recognised, and the FER+
+    vote file's fingerprint when the labels come from one (resume compares them all)."""
     known = known_copy(data_fingerprint(data))
-    return {"data_fingerprint": data_fingerprint(data), "data_copy": known[0] if known else "unrecognised"}
+    copy = "synthetic" if data.source == "synthetic" else known[0] if known else "unrecognised"
+    identity = {"data_fingerprint": data_fingerprint(data), "data_copy": copy}
+    if "labels_fingerprint" in data.meta:  # relabelled (FER+): the vote file is part of what was trained on
+        identity["labels_fingerprint"] = str(data.meta["labels_fingerprint"])
+    return identity

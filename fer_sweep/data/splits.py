@@ -5,7 +5,7 @@ train/val; PrivateTest is the test set. ``official``: Training / PublicTest / Pr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict
 
 import numpy as np
@@ -29,6 +29,8 @@ class Splits:
 def merge_disgust_into_angry(data: FERArrays) -> FERArrays:
     """The article's suggestion: Disgust has few samples, so fold it into Angry (6 classes)."""
     names = list(data.class_names)
+    if not {"angry", "disgust"} <= set(names):
+        raise DataError(f"data.merge_disgust folds FER2013's disgust into angry; these labels are {names}")
     angry, disgust = names.index("angry"), names.index("disgust")
     labels = np.where(data.labels == disgust, angry, data.labels)
     labels = np.where(labels > disgust, labels - 1, labels)
@@ -48,9 +50,14 @@ def make_splits(data: FERArrays, split: str = "seed", seed: int = 0, val_fractio
     else:
         raise DataError(f"unknown data.split {split!r}; expected one of {list(SPLITS)}")
     test = usage["PrivateTest"]
+    # Faces without one label (FER+ votes with no majority) score nowhere; they train only through soft targets.
+    val, test = val[data.labels[val] >= 0], test[data.labels[test] >= 0]
+    trainable = data.labels >= 0 if data.targets is None else data.targets.sum(1) > 0
+    train = train[trainable[train]]
     empty = [name for name, idx in (("train", train), ("val", val), ("test", test)) if len(idx) == 0]
     if empty:
         raise DataError(f"{data.source}: the {split!r} split leaves {', '.join(empty)} empty "
                         f"(rows per Usage: { {k: len(v) for k, v in usage.items()} })")
-    return Splits(data.subset(train), data.subset(val), data.subset(test))
+    scored = (replace(data.subset(index), targets=None) for index in (val, test))  # scored on one class each
+    return Splits(data.subset(train), *scored)
 

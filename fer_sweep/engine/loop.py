@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from fer_sweep.data.batches import Batches, normalize
 from fer_sweep.engine.callbacks import Callback
 from fer_sweep.engine.precision import Precision
+from fer_sweep.engine.targets import batch_targets, per_sample_loss
+from fer_sweep.engine.targets import correct as count_correct
 from fer_sweep.engine.techniques import EMA, mix_batch, tta_views
 from fer_sweep.optim import Schedule
 
@@ -66,17 +68,17 @@ def evaluate(model: nn.Module, data: Batches, precision: Precision, batch_size: 
 
 def train_step(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
                precision: Precision, class_weights: Optional[torch.Tensor] = None, label_smoothing: float = 0.0,
-               grad_clip_value: Optional[float] = None, grad_clip_norm: Optional[float] = None):
+               grad_clip_value: Optional[float] = None, grad_clip_norm: Optional[float] = None,
+               target_mode: str = "label"):
     """One optimisation step on a ready (normalised, augmented) batch; returns (loss, logits).
 
-    Targets are class indices or soft targets (mixup). The loss is computed in fp32 whatever the precision, as
+    Targets are class indices or soft targets (mixup, FER+ votes; see engine/targets.py). The loss is computed in fp32 whatever the precision, as
     the plain mean of the per-sample (class-weighted) losses: PyTorch's weighted 'mean' divides by the sum of
     the targets' weights for class indices but by the batch size for soft targets, so batches would not compare.
     """
     with precision.autocast():
         logits = model(x)
-        loss = F.cross_entropy(logits.float(), targets, weight=class_weights, label_smoothing=label_smoothing,
-                               reduction="none").mean()
+        loss = per_sample_loss(logits.float(), targets, target_mode, class_weights, label_smoothing).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip_value:
@@ -93,18 +95,19 @@ def fit(model: nn.Module, train: Batches, val: Batches, optimizer: torch.optim.O
         grad_clip_value: Optional[float] = None, grad_clip_norm: Optional[float] = None,
         label_smoothing: float = 0.0, class_weights: Optional[torch.Tensor] = None, ema: Optional[EMA] = None,
         mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, num_classes: Optional[int] = None,
-        callbacks: Sequence[Callback] = ()) -> History:
+        target_mode: str = "label", callbacks: Sequence[Callback] = ()) -> History:
     """Train for `epochs`; returns the per-epoch history. Stops with status 'diverged' on a non-finite loss.
 
     train_loss is the mean over the epoch's samples of the loss as optimised (class weights, label smoothing and
     mixed targets included); train_acc scores each prediction against the label that dominates its target (for a
     mixup/cutmix batch, the argmax of the soft target), as the network was asked to predict it.
     With `ema`, validation scores the averaged weights (ema.model), which is what a checkpoint should keep;
-    validation never uses test-time augmentation.
+    validation never uses test-time augmentation. `target_mode` says how train labels become targets (FER+ modes,
+    engine/targets.py); for multi_target, train_acc counts a prediction among the acceptable classes as correct.
     """
     history = History()
     steps_per_epoch = train.num_batches(batch_size)
-    num_classes = num_classes or int(train.labels.max()) + 1
+    num_classes = num_classes or (train.labels.shape[1] if train.labels.dim() == 2 else int(train.labels.max()) + 1)
     for cb in callbacks:
         cb.on_train_start(steps_per_epoch)
     step = 0
@@ -117,17 +120,17 @@ def fit(model: nn.Module, train: Batches, val: Batches, optimizer: torch.optim.O
             x = normalize(images)
             if augment is not None:
                 x = augment(x, generator=generator)
-            targets = labels
+            targets = batch_targets(labels, target_mode, generator)
             if mixup_alpha > 0 or cutmix_alpha > 0:
-                x, targets = mix_batch(x, labels, num_classes, mixup_alpha, cutmix_alpha, generator)
+                x, targets = mix_batch(x, targets, num_classes, mixup_alpha, cutmix_alpha, generator)
             loss, logits = train_step(model, x, targets, optimizer, precision, class_weights, label_smoothing,
-                                      grad_clip_value, grad_clip_norm)
+                                      grad_clip_value, grad_clip_norm, target_mode)
             if ema is not None:
                 ema.update(model)
             history.batch_lr.append(optimizer.param_groups[0]["lr"])
             schedule.after_batch()
             loss_sum += loss.detach() * len(labels)
-            correct += (logits.argmax(1) == (targets.argmax(1) if targets.dim() == 2 else targets)).sum()
+            correct += count_correct(logits, targets, target_mode).sum()
             step += 1
             # Checking the loss syncs the device, so on accelerators look only every 20 steps.
             loss_value = loss.item() if train.device.type == "cpu" or step % 20 == 0 else None

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fer_sweep.errors import ConfigError
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -19,7 +21,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device=cuda but no CUDA device is available (use auto or cpu)")
+        raise ConfigError("trainer.device=cuda but no CUDA device is available (use auto or cpu)")
     return torch.device(name)
 
 
@@ -69,7 +71,7 @@ class Precision:
 
 def resolve_precision(name: str, device: torch.device) -> Precision:
     if name not in PRECISIONS:
-        raise ValueError(f"trainer.precision={name!r}; expected one of {list(PRECISIONS)}")
+        raise ConfigError(f"trainer.precision={name!r}; expected one of {list(PRECISIONS)}")
     if name == "auto":
         name = "bf16" if bf16_is_fast(device) else "fp32"
     return Precision(device, name)

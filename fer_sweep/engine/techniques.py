@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fer_sweep.errors import ConfigError
+
 TTA_MODES = ("none", "flip", "tencrop")
 
 
@@ -48,7 +50,7 @@ class EMA:
 def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alpha: float, cutmix_alpha: float,
               generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Mixup or CutMix (one at random when both are on): returns the mixed batch and soft targets."""
-    onehot = F.one_hot(labels, num_classes).float()
+    onehot = labels.float() if labels.dim() == 2 else F.one_hot(labels, num_classes).float()  # or vote shares
     use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or torch.rand(1, generator=generator).item() < 0.5)
     alpha = cutmix_alpha if use_cutmix else mixup_alpha
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
@@ -76,7 +78,7 @@ def tta_views(x: torch.Tensor, mode: str) -> list:
     if mode in ("flip", True):
         return [x, torch.flip(x, dims=[-1])]
     if mode != "tencrop":
-        raise ValueError(f"unknown trainer.tta {mode!r}; expected one of {list(TTA_MODES)}")
+        raise ConfigError(f"unknown trainer.tta {mode!r}; expected one of {list(TTA_MODES)}")
     size, crop = x.shape[-1], x.shape[-1] - 4
     offsets = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]
     views = []
@@ -89,5 +91,6 @@ def tta_views(x: torch.Tensor, mode: str) -> list:
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Loss weights inversely proportional to class frequency (mean weight 1), for rare classes like Disgust."""
+    labels = labels.argmax(1) if labels.dim() == 2 else labels  # FER+ vote shares: their top class
     counts = torch.bincount(labels.cpu(), minlength=num_classes).float().clamp(min=1)
     return counts.sum() / (num_classes * counts)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from fer_sweep.errors import ConfigError
+
 INPUT_NORMS = ("none", "per_image")
 
 
@@ -28,5 +30,5 @@ class PerImageStandardize(nn.Module):
 
 def with_input_norm(net: nn.Module, input_norm: str = "none") -> nn.Module:
     if input_norm not in INPUT_NORMS:
-        raise ValueError(f"unknown input_norm {input_norm!r}; known: {', '.join(INPUT_NORMS)}")
+        raise ConfigError(f"unknown input_norm {input_norm!r}; known: {', '.join(INPUT_NORMS)}")
     return PerImageStandardize(net) if input_norm == "per_image" else net

@@ -2,12 +2,18 @@
 
 Reading each job's own file (rather than a shared file every job appends to) keeps this right with any
 launcher, in-process or parallel; rewriting results.csv atomically lets a reader watch a sweep progress.
+
+Which jobs: a sweep folder may still hold job folders of an earlier command (a 2-job sweep, then a 1-job
+sweep in the same folder), so every sweeper lists the folders of its own jobs (and of those it resumed) in
+the manifest, <sweep dir>/sweep_jobs.json (fer_sweep.sweep.launch keeps it), and only those are read. A folder
+without a manifest (a sweep from before it) is read whole.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import pandas as pd
 
@@ -19,16 +25,53 @@ TRAILING = ["seed", "status", "error", "best_val_acc", "test_acc", "test_loss", 
             "best_epoch", "epochs_run", "dataset", "data_copy", "data_fingerprint", "precision", "machine",
             "output_dir"]
 RESULTS_CSV = "results.csv"
+MANIFEST_FILE = "sweep_jobs.json"
+SEEDS = ("seed", "trainer.seed")  # repeats of one configuration differ in these alone
+SUPERSEDED = "superseded"  # an Optuna trial failed as stale while its job ran on: its retry counts instead
+
+
+class Manifest:
+    """The job folders of one sweep command, stored relative to the sweep folder (so it can be moved or
+    copied); rewritten atomically on every change, and written at once, so stale folders are out from the
+    start."""
+
+    def __init__(self, sweep_dir: Path, dirs: Iterable[Path] = ()):
+        self.sweep_dir = Path(sweep_dir)
+        self.jobs: List[str] = []
+        self.add(dirs)
+
+    def add(self, dirs: Iterable[Path], replacing: Iterable[Path] = ()) -> None:
+        """Add these folders, dropping those of `replacing` (a batch's planned folders) not among them."""
+        new = [self._entry(d) for d in dirs]
+        dropped = {self._entry(d) for d in replacing} - set(new)
+        self.jobs = [j for j in dict.fromkeys([*self.jobs, *new]) if j not in dropped]
+        results.write_json(self.sweep_dir / MANIFEST_FILE, {"jobs": self.jobs})
+
+    def _entry(self, folder: Path) -> str:
+        root, folder = self.sweep_dir.resolve(), Path(folder).resolve()
+        return os.path.relpath(folder, root) if folder.is_relative_to(root) else str(folder)
+
+
+def read_manifest(sweep_dir: Path) -> Optional[List[Path]]:
+    """The job folders the manifest lists, or None when the folder has none."""
+    try:
+        jobs = json.loads((Path(sweep_dir) / MANIFEST_FILE).read_text())["jobs"]
+    except FileNotFoundError:
+        return None
+    return [Path(sweep_dir) / j for j in jobs]
 
 
 def find_results(sweep_dir: Path) -> List[Dict[str, Any]]:
-    """Every job's result.json below sweep_dir, ordered by job number (then folder)."""
+    """The result.json of every job of the sweep (the manifest's folders, else all below sweep_dir), ordered
+    by job number (then folder)."""
+    dirs = read_manifest(sweep_dir)
+    files = Path(sweep_dir).rglob(results.RESULT_FILE) if dirs is None else [d / results.RESULT_FILE for d in dirs]
     found = []
-    for file in Path(sweep_dir).rglob(results.RESULT_FILE):
+    for file in files:
         try:
             found.append(json.loads(file.read_text()))
         except (OSError, ValueError):
-            continue  # a job writing right now; the next aggregation picks it up
+            continue  # not started yet, or being written right now; the next aggregation picks it up
     return sorted(found, key=lambda r: (_job_key(r.get("job")), str(r.get("output_dir"))))
 
 
@@ -69,11 +112,22 @@ def results_frame(sweep_dir: Path) -> pd.DataFrame:
     return frame[[c for c in LEADING + middle + TRAILING if c in frame.columns]]
 
 
+def setting_columns(frame: pd.DataFrame) -> List[str]:
+    """The columns that say which configuration a row ran: group choices, overridden parameters, the data's
+    fingerprint and the precision; not seeds, metrics, statuses, paths or trial bookkeeping."""
+    settings = [*GROUPS, "data_fingerprint", "precision"]
+    bookkeeping = ("source", "command")  # report's input file; the reference table's command line
+    overrides = [c for c in frame.columns if c not in LEADING and c not in TRAILING
+                 and not str(c).startswith("trial") and c not in bookkeeping]
+    return [c for c in (*settings, *overrides) if c in frame.columns and c not in SEEDS]
+
+
 def write_results_csv(sweep_dir: Path) -> Optional[Path]:
-    """Rewrite <sweep_dir>/results.csv from the jobs' result files; returns its path (None if no jobs yet)."""
+    """Rewrite <sweep_dir>/results.csv from the jobs' result files; returns its path (None if no jobs yet and
+    no manifest: then there is no sweep to describe)."""
     sweep_dir = Path(sweep_dir)
     frame = results_frame(sweep_dir)
-    if frame.empty:
+    if frame.empty and read_manifest(sweep_dir) is None:
         return None
     path = sweep_dir / RESULTS_CSV
     results.atomic_write_text(path, frame.to_csv(index=False))
@@ -81,4 +135,8 @@ def write_results_csv(sweep_dir: Path) -> Optional[Path]:
 
 
 def status_counts(frame: pd.DataFrame) -> Dict[str, int]:
-    return {s: int((frame["status"] == s).sum()) for s in results.STATUSES if (frame["status"] == s).any()}
+    """Rows by status: the known statuses first, in their order, then any other (running: started and not
+    finished, or killed; superseded)."""
+    present = frame["status"].dropna().unique().tolist()
+    order = [*results.STATUSES, *sorted(s for s in present if s not in results.STATUSES)]
+    return {s: int((frame["status"] == s).sum()) for s in order if s in present}

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 class AggregateResults(Callback):
-    """After each job of a multirun, rewrite the sweep's results.csv so progress can be read while it runs."""
+    """After each job of a multirun, rewrite the sweep's results.csv so progress can be read while it runs;
+    like the sweepers' own aggregation, only with the jobs the sweep's manifest lists (see aggregate.py)."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:

@@ -1,21 +1,47 @@
-"""What every sweeper does at the end: results.csv, report.md, a one-line summary, and failure as an exit code."""
+"""What every sweeper does at the end: results.csv, report.md, a one-line summary, and the exit rule.
+
+The exit rule, the same for both sweepers: a sweep exits non-zero when no job completed, or when more than
+`max_failure_rate` of its jobs failed (status failed; diverged and pruned jobs are not failures). The grid
+sweeper's max_failure_rate is 0 by default (any failed job fails the sweep); the Optuna sweeper's is 0.5, and
+it also stops asking for trials once the rate is exceeded. A failed sweep ends with one line on stderr and
+exit status 1 - SweepFailed is a SystemExit, which Hydra lets through without a traceback.
+"""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict
+from typing import Dict, NamedTuple, Optional
 
 from fer_sweep import results
-from fer_sweep.sweep.aggregate import results_frame, status_counts, write_results_csv
+from fer_sweep.sweep.aggregate import SUPERSEDED, results_frame, status_counts, write_results_csv
 
 log = logging.getLogger(__name__)
 
 
-class SweepFailed(RuntimeError):
-    """Raised after the whole sweep ran and was reported, so the command exits non-zero."""
+class SweepFailed(SystemExit):
+    """Raised after the whole sweep ran and was reported: exit status 1, its message on stderr."""
 
 
-def finish_sweep(sweep_dir: Path, title: str = "Sweep report") -> Dict[str, int]:
+class Tally(NamedTuple):
+    """What the exit rule judges: jobs completed, failed, and in all."""
+    completed: int
+    failed: int
+    total: int
+
+
+def failure(tally: Tally, max_failure_rate: float) -> Optional[str]:
+    """Why the sweep failed by the exit rule (see the module doc), or None."""
+    if tally.completed == 0:
+        return f"no job completed ({tally.failed} of {tally.total} failed)"
+    if tally.failed > max_failure_rate * tally.total:
+        return f"{tally.failed} of {tally.total} jobs failed, more than max_failure_rate={max_failure_rate:g}"
+    return None
+
+
+def finish_sweep(sweep_dir: Path, title: str = "Sweep report", max_failure_rate: float = 0.0,
+                 tally: Optional[Tally] = None) -> Dict[str, int]:
+    """Write results.csv and report.md, print the summary line, then apply the exit rule to `tally` (default:
+    this folder's rows; the Optuna sweeper passes its study's, which spans all its workers)."""
     from fer_sweep.report import report_markdown
 
     sweep_dir = Path(sweep_dir)
@@ -27,6 +53,10 @@ def finish_sweep(sweep_dir: Path, title: str = "Sweep report") -> Dict[str, int]
     line = f"Sweep finished: {summary}. Results: {sweep_dir / 'results.csv'}"
     print(line, flush=True)
     log.info(line)
-    if counts.get("failed"):
-        raise SweepFailed(f"{counts['failed']} job(s) failed: see the error column of {sweep_dir / 'results.csv'}")
+    if tally is None:
+        tally = Tally(counts.get("completed", 0), counts.get("failed", 0),
+                      sum(n for s, n in counts.items() if s != SUPERSEDED))
+    reason = failure(tally, max_failure_rate)
+    if reason:
+        raise SweepFailed(f"Sweep failed: {reason}; see the error column of {sweep_dir / 'results.csv'}")
     return counts

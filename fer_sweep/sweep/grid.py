@@ -1,41 +1,37 @@
 """A grid sweeper that survives failed jobs.
 
 Hydra's BasicSweeper re-raises the first failed job's exception after its batch, which drops every later batch
-and skips on_multirun_end. This one runs every batch, records failures, then aggregates, reports, and only
-then fails the command. Resume is per job (see fer_sweep.app.run_job): a completed job with the identical
-config is skipped when the same sweep folder is run again.
+and skips on_multirun_end. This one runs every batch, records failures (one console line each), then
+aggregates, reports, and only then applies the exit rule of fer_sweep.sweep.finish: exit status 1 when no job
+completed or more than `max_failure_rate` of the jobs failed (default 0: any failed job), with a one-line
+reason and no traceback. Resume is per job (see fer_sweep.app.run_job): a completed job with the identical
+config, data, device and precision is skipped when the same sweep folder is run again. results.csv holds
+exactly this command's jobs (the manifest, see fer_sweep.sweep.aggregate), also in a reused folder.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 
-from fer_sweep import results
+from fer_sweep.sweep.aggregate import Manifest
 from fer_sweep.sweep.finish import finish_sweep
+from fer_sweep.sweep.launch import launch_batch
 
 log = logging.getLogger(__name__)
 
 
-def record_unreported_failures(job_returns: Sequence[JobReturn]) -> None:
-    """A job that failed before it could write its result.json (e.g. in Hydra itself) still gets a row."""
-    for jr in job_returns:
-        if jr.status != JobStatus.FAILED or jr.hydra_cfg is None:
-            continue
-        out = Path(jr.hydra_cfg.hydra.runtime.output_dir)
-        if results.read_result(out) is None:
-            error = jr._return_value
-            results.write_json(out / results.RESULT_FILE, {
-                "status": "failed", "error": f"{type(error).__name__}: {error}", "job": jr.hydra_cfg.hydra.job.num,
-                "overrides": list(jr.overrides or []), "output_dir": str(out)})
-
-
 class GridSweeper(BasicSweeper):
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
+                 max_failure_rate: float = 0.0):
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.max_failure_rate = float(max_failure_rate)
+
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         params = self._parse_config()
@@ -45,15 +41,15 @@ class GridSweeper(BasicSweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        manifest = Manifest(sweep_dir)
 
         returns: List[Sequence[JobReturn]] = []
         job_idx = 0
         while not self.is_done():
             batch = self.get_job_batch()
             self.validate_batch_is_legal(batch)
-            batch_returns = self.launcher.launch(batch, initial_job_idx=job_idx)
-            record_unreported_failures(batch_returns)  # and go on: never read r.return_value here
+            returns.append(launch_batch(self.launcher, batch, job_idx, manifest, self.hydra_context,
+                                        self.config))
             job_idx += len(batch)
-            returns.append(batch_returns)
-        finish_sweep(sweep_dir, title="Grid sweep")
+        finish_sweep(sweep_dir, "Grid sweep", self.max_failure_rate)
         return returns

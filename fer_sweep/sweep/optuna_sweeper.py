@@ -12,7 +12,12 @@ What `sweep()` does, in order:
    `python -m fer_sweep.report --storage URL --study NAME` rebuilds results.csv from the study alone); add
    the trial's number, state and value(s) to that result.json.
 4. best.yaml (best parameters and the command to rerun them; the Pareto front for several objectives),
-   Optuna's plots, then finish_sweep: results.csv, report.md and the summary line.
+   Optuna's plots, then finish_sweep: results.csv, report.md, the summary line and the exit rule shared with
+   the grid sweeper (fer_sweep.sweep.finish), judged on the study: exit status 1 when no trial completed or
+   more than max_failure_rate of n_trials failed (the point at which the sweep also stops asking).
+
+The sweep folder's results.csv holds this command's trials and the study's earlier ones run in this folder
+(the manifest, fer_sweep.sweep.aggregate), never job folders of another sweep.
 
 Job folder = trial number, so two trials never share a folder, also when a study is continued.
 
@@ -32,6 +37,10 @@ n_trials rule makes their sum exact, also when they ask at the same moment:
   need a retry here), and exits. When all have exited the study holds exactly n_trials finished trials
   (fewer only if max_failure_rate stopped it). All processes of one study should use the same n_trials.
   Without heartbeats (heartbeat_interval: null) a killed worker's trial stays RUNNING and keeps its slot.
+- A trial failed as stale while its job was in fact alive (it stalled longer than grace_period) ends with
+  its job all the same, but the study says FAIL: its row says `superseded` (trial_superseded_by: the retry
+  that took its slot) and counts nowhere, so rows and reports agree with the study; without a retry it says
+  `failed`.
 Each process draws with its sampler reseeded per trial (seed + trial number), so parallel workers don't
 propose the same random points and one worker alone stays reproducible.
 """
@@ -62,9 +71,9 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep import results
-from fer_sweep.sweep.aggregate import TRAILING
-from fer_sweep.sweep.finish import SweepFailed, finish_sweep
-from fer_sweep.sweep.grid import record_unreported_failures
+from fer_sweep.sweep.aggregate import SUPERSEDED, TRAILING, Manifest
+from fer_sweep.sweep.finish import Tally, finish_sweep
+from fer_sweep.sweep.launch import launch_batch
 from fer_sweep.sweep.heartbeat import Heartbeat, fail_stale_trials, grace_seconds, is_watched, retry_stale_trial
 from fer_sweep.sweep.pruning import PRUNER_ATTR, build_pruner
 from fer_sweep.sweep.search_space import (create_distributions, describe, format_override, format_value,
@@ -109,6 +118,7 @@ class OptunaSweeper(Sweeper):
         self.launcher = None
         self.objectives: List[str] = []
         self.url = ""
+        self.manifest: Optional[Manifest] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -132,10 +142,13 @@ class OptunaSweeper(Sweeper):
         log.info("Optuna study %r in %s, %s, n_trials=%d; search space:\n%s", study.study_name, self.url,
                  "/".join(self.directions), self.n_trials, describe(distributions, fixed))
 
+        self.manifest = Manifest(sweep_dir, study_dirs(sweep_dir, study))
         stopped = self.run_trials(study, distributions, list(fixed.values()))
+        if stopped:
+            log.warning("Optuna sweep stopped early: %s", stopped)
         write_best(study, sweep_dir / BEST_FILE, self.objectives, self.url, self.budget)
         write_plots(study, sweep_dir, self.objectives)
-        self.finish(sweep_dir, stopped)
+        self.finish(sweep_dir, study)
         return study
 
     def validate(self) -> None:
@@ -243,12 +256,12 @@ class OptunaSweeper(Sweeper):
             jobs.append(rerun + self.trial_overrides(study, trial))
             log.info("trial %d: %s", trial.number, " ".join(rerun[len(fixed):]))
         try:
-            job_returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
+            job_returns = launch_batch(self.launcher, jobs, trials[0].number, self.manifest,
+                                       self.hydra_context, self.config)
         except BaseException:  # the launcher itself broke: no trial of this batch may stay RUNNING
             for trial in trials:
                 study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
-        record_unreported_failures(job_returns)  # never read a failed job's return_value: it re-raises
         for trial, job_return in zip(trials, job_returns):
             self.tell(study, trial, job_return)
 
@@ -276,23 +289,27 @@ class OptunaSweeper(Sweeper):
         try:
             for key, value in attrs.items():
                 trial.set_user_attr(key, value)
-        except UpdateFinishedTrialError:  # failed as stale by another worker while it ran: a retry is queued
-            log.warning("trial %d was set to FAIL by another worker (no heartbeat for %.0fs?); its result "
-                        "stays in %s only", trial.number, self.grace_period or 0, out)
+        except UpdateFinishedTrialError:  # failed as stale by another worker while it ran: overruled below
+            pass
         frozen = tell_study(study, trial, state, values)
         if result is not None and out is not None:  # the trial's state and value(s) for results.csv
             record = trial_record(frozen, study.study_name, self.objectives)
-            results.write_json(out / results.RESULT_FILE, {**result, "trial": record})
+            retry = retried_as(study.get_trials(deepcopy=False), frozen.number)
+            if retry is not None:
+                record["superseded_by"] = retry
+            fix = overruled(frozen, state, retry)
+            if fix:
+                log.warning("trial %d: %s (no heartbeat for %.0fs: stalled?)", trial.number, fix["error"],
+                            self.grace_period or 0)
+            results.write_json(out / results.RESULT_FILE, {**result, "trial": record, **fix})
 
-    def finish(self, sweep_dir: Path, stopped: Optional[str]) -> None:
-        """results.csv and report.md; failures within max_failure_rate are a warning, beyond it an error."""
-        try:
-            finish_sweep(sweep_dir, title="Optuna sweep")
-        except SweepFailed as exc:
-            if stopped is None:
-                log.warning("%s; within max_failure_rate=%s, so the sweep goes on", exc, self.max_failure_rate)
-        if stopped is not None:
-            raise SweepFailed(f"Optuna sweep stopped early: {stopped}")
+    def finish(self, sweep_dir: Path, study: optuna.Study) -> None:
+        """results.csv, report.md and the summary line; then the exit rule (fer_sweep.sweep.finish), judged on
+        the study's counted trials, which span every worker, against the trial budget."""
+        ledger = Ledger(study.get_trials(deepcopy=False), self.budget)
+        completed = sum(t.state == TrialState.COMPLETE for t in ledger.counted)
+        finish_sweep(sweep_dir, "Optuna sweep", self.max_failure_rate,
+                     Tally(completed, len(ledger.failed), self.budget))
 
 
 def _plain(node: Any) -> Any:
@@ -412,6 +429,18 @@ def build_sampler(spec: Dict[str, Any], distributions: Dict[str, BaseDistributio
         return SAMPLERS[name](seed=seed, **options)
 
 
+def study_dirs(sweep_dir: Path, study: optuna.Study) -> List[Path]:
+    """Job folders below sweep_dir that ran trials of this study (a continued study keeps its earlier rows);
+    the result.json of a job names its study and trial."""
+    numbers = {t.number for t in study.get_trials(deepcopy=False)}
+    found = []
+    for file in sorted(Path(sweep_dir).rglob(results.RESULT_FILE)):
+        trial = (results.read_result(file.parent) or {}).get("trial") or {}
+        if trial.get("study") == study.study_name and trial.get("number") in numbers:
+            found.append(file.parent)
+    return found
+
+
 def consecutive_runs(trials: Sequence[optuna.Trial]) -> List[List[optuna.Trial]]:
     """Split a batch where trial numbers jump (another process asked in between), so each launch can number
     its jobs from its first trial and job folder = trial number still holds."""
@@ -448,6 +477,24 @@ def tell_study(study: optuna.Study, trial: optuna.Trial, state: TrialState, valu
         if not frozen.state.is_finished():
             raise
         return frozen
+
+
+def retried_as(trials: Sequence[FrozenTrial], number: int) -> Optional[int]:
+    """The number of the retry that replaced trial `number` (see heartbeat.retry_stale_trial), if any."""
+    retries = (t for t in trials if is_retry(t) and t.system_attrs["retry_history"][-1] == number)
+    return next((t.number for t in retries), None)
+
+
+def overruled(frozen: FrozenTrial, told: TrialState, retry: Optional[int]) -> Dict[str, Any]:
+    """What result.json must say of a trial that another worker set to FAIL as stale while its job ran on:
+    superseded by the retry that took its slot, or failed if none did; {} otherwise."""
+    if retry is not None:
+        return {"status": SUPERSEDED,
+                "error": f"set to FAIL as stale while it ran; trial {retry} retried it and counts instead"}
+    if frozen.state == TrialState.FAIL and told != TrialState.FAIL:
+        return {"status": "failed",
+                "error": "set to FAIL as stale while it ran, and not retried: the study does not count its result"}
+    return {}
 
 
 def trial_record(trial: FrozenTrial, study_name: str, objectives: List[str]) -> Dict[str, Any]:

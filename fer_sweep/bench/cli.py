@@ -1,0 +1,119 @@
+"""The command line: `python -m fer_sweep.bench` parses its options, runs the sections, prints the report."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from fer_sweep.bench.measure import machine_info
+from fer_sweep.bench.memory import bench_memory
+from fer_sweep.bench.parsers import bench_parse, prepare_csv
+from fer_sweep.bench.report import format_report
+from fer_sweep.bench.throughput import bench_train
+from fer_sweep.data import resolve_path
+from fer_sweep.data.arrays import FERArrays
+from fer_sweep.data.cache import cached
+from fer_sweep.data.fer2013 import read_fer2013
+from fer_sweep.engine.precision import resolve_device, resolve_precision
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    about = sys.modules[__package__].__doc__  # the package's docstring: what `--help` says first
+    ap = argparse.ArgumentParser(prog="python -m fer_sweep.bench", description=about.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--csv", type=Path, help="Kaggle fer2013.csv (plain or .gz; icml variant converted)")
+    ap.add_argument("--folder", type=Path, help="image-folder layout (train/<class>/*.jpg, test/...); a CSV is "
+                                                "written from it first")
+    ap.add_argument("--rows", type=int, help="use only the first N rows (quick runs)")
+    ap.add_argument("--models", default="cnn,resnet9", help="comma-separated model names (default cnn,resnet9)")
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per measurement (default 20)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3, at least 1)")
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads in this process")
+    ap.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
+    ap.add_argument("--precision", default="auto", help="auto, fp32 or bf16 for the ceiling and ours")
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats of each throughput "
+                                                            "measurement; the best is reported (default 1)")
+    ap.add_argument("--classic-bf16", action="store_true", help="also time the classic pipeline at our precision")
+    ap.add_argument("--skip-parse", action="store_true")
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-memory-probe", action="store_true", help="no fresh-process peak-RSS measurement")
+    ap.add_argument("--output", type=Path, help="also write the figures as JSON")
+    args = ap.parse_args(argv)
+    if args.csv and args.folder:
+        ap.error("give --csv or --folder, not both")
+    if min(args.warmup, args.steps, args.batch_size, args.repeats) < 1:
+        ap.error("--warmup, --steps, --batch-size and --repeats must be >= 1")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    start = time.perf_counter()
+
+    def say(msg: str) -> None:  # progress goes to stderr, the report to stdout
+        print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    res: Dict[str, Any] = {"command": "python -m fer_sweep.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+                           "machine": machine_info(device, precision), "batch_size": args.batch_size,
+                           "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
+                           "models": models}
+
+    csv, folder = args.csv, args.folder
+    if csv is None and folder is None:
+        found = resolve_path(None)  # $FER2013_PATH or data/fer2013.csv
+        if found is not None:
+            csv, folder = (None, found) if found.is_dir() else (found, None)
+    for p in (csv, folder):
+        if p is not None and not p.exists():
+            raise SystemExit(f"{p}: no such file or folder")
+
+    with tempfile.TemporaryDirectory(prefix="fer_bench_") as tmp:
+        workdir = Path(tmp)
+        data: Optional[FERArrays] = None
+        if csv is None and folder is None:
+            from fer_sweep.data.synthetic import make_synthetic
+
+            res["data_note"] = "no FER2013 given (--csv/--folder/$FER2013_PATH): synthetic images, parse skipped"
+            data = make_synthetic()
+            if args.rows:
+                data = data.subset(np.arange(min(args.rows, len(data))))
+            args.skip_parse = True
+        else:
+            say("preparing the CSV...")
+            csv_path, res["data_note"] = prepare_csv(csv, folder, args.rows, workdir)
+            say(res["data_note"])
+            if not args.skip_parse:
+                say("1. parsing: torchvision, article loop, ours, cache...")
+                res["parse"], data = bench_parse(csv_path, workdir / "cache")
+            else:
+                data = cached(csv_path, workdir / "cache", read_fer2013)
+        res["train_rows"] = len(data)
+
+        if not args.skip_train:
+            say(f"2. training throughput ({', '.join(models)}; device {device}, precision {precision.name})...")
+            res["train"] = bench_train(data, models, device, precision, args.batch_size, args.warmup, args.steps,
+                                       args.classic_bf16, args.repeats, log=say)
+        say("3. memory" + ("" if args.skip_memory_probe else " (a fresh process trains 2 steps per model)") + "...")
+        res["memory"] = bench_memory(data, workdir, models if not args.skip_train else models[:1], device, precision,
+                                     args.batch_size, args.threads, probe=not args.skip_memory_probe)
+
+    say("done")
+    print(format_report(res), flush=True)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    return res
+

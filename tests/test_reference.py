@@ -1,0 +1,35 @@
+"""multirun/reference/results.csv: sweeps and single runs collected into one table, by name, with commands."""
+import pandas as pd
+
+from tests.conftest import FAST, run_cli
+
+from fer_sweep.sweep.reference import main
+
+
+def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
+    sweep, single = tmp_path / "sweep", tmp_path / "single"
+    done = run_cli(["--multirun", *FAST, "model=cnn,resnet9", "trainer.plots=false", f"hydra.sweep.dir={sweep}"])
+    assert done.returncode == 0, done.stderr
+    done = run_cli(["data=fer2013", f"data.path={mini_csv}", "trainer.epochs=1", "trainer.plots=false",
+                    "trainer.threads=1", f"hydra.run.dir={single}"])
+    assert done.returncode == 0, done.stderr
+    table = tmp_path / "reference" / "results.csv"
+    assert main([str(sweep), "--name", "grid", "--command", "cmd A", "--table", str(table)]) == 0
+    assert main([str(single), "--name", "mini", "--command", "cmd B", "--table", str(table)]) == 0
+    assert main([str(sweep), "--name", "grid", "--command", "cmd A2", "--table", str(table)]) == 0  # replaces
+
+    frame = pd.read_csv(table)
+    assert sorted(frame["sweep"]) == ["grid", "grid", "mini"]
+    assert set(frame.loc[frame["sweep"] == "grid", "command"]) == {"cmd A2"}
+    mini = frame[frame["sweep"] == "mini"].iloc[0]
+    assert (mini["data_copy"], mini["data_fingerprint"], mini["data"]) == ("kaggle_mini", "a80f975efc0c5c54",
+                                                                          "fer2013")
+    assert mini["data.path"] == mini_csv.name and "output_dir" not in frame.columns
+    assert set(frame.loc[frame["sweep"] == "grid", "data_copy"]) == {"synthetic"}
+    assert (tmp_path / "reference" / "mini" / "history.csv").exists()
+    assert "grid" in (tmp_path / "reference" / "grid" / "report.md").read_text()
+
+
+def test_an_empty_folder_is_refused(tmp_path, capsys):
+    assert main([str(tmp_path), "--name", "x", "--command", "c", "--table", str(tmp_path / "t.csv")]) == 2
+    assert "no result.json found" in capsys.readouterr().err
