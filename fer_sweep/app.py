@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -27,7 +29,7 @@ from fer_sweep.engine.callbacks import BestCheckpoint, Callback, LogEpochs, Prog
 from fer_sweep.engine.loop import evaluate, fit
 from fer_sweep.engine.precision import describe_machine, resolve_device, resolve_precision
 from fer_sweep.engine.techniques import EMA, balanced_class_weights
-from fer_sweep.errors import ConfigError
+from fer_sweep.errors import ConfigError, UserError
 from fer_sweep.models import build_model, count_parameters
 from fer_sweep.optim import build_optimizer, build_schedule
 from fer_sweep.trackers import Trackers, build_trackers
@@ -271,8 +273,21 @@ def main(cfg: DictConfig) -> Any:
         from fer_sweep.sweep.pruning import TrialPruning
 
         callbacks.append(TrialPruning.from_config(cfg.trial))
-    result = run_job(cfg, callbacks)
+    try:
+        result = run_job(cfg, callbacks)
+    except UserError as exc:
+        if not single_run() or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise  # a sweep records the job's failure; HYDRA_FULL_ERROR=1 asks for the traceback
+        print(f"fer_sweep: error: {exc}", file=sys.stderr)  # bad input, not a bug: no traceback
+        raise SystemExit(2) from None
     return objective_value(result, cfg.objective)
+
+
+def single_run() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.RUN
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The Optuna sweeper: real multiruns on tiny synthetic data, and the ask/launch/tell loop with a fake launcher."""
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -368,7 +369,9 @@ def test_hparams_search_selects_the_optuna_sweeper():
 
 
 def test_non_editable_install_finds_the_plugin_and_its_configs(tmp_path):
-    source, venv = tmp_path / "src", tmp_path / "venv"
+    """A wheel install (not editable) into its own folder, run by this interpreter, whatever it is: a system
+    Python or a virtual environment (a venv made from a venv would see the base interpreter's packages)."""
+    source, site = tmp_path / "src", tmp_path / "site"
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "fer_sweep", "hydra_plugins", "conf"):  # what packaging reads
         if (ROOT / name).is_dir():
@@ -376,21 +379,21 @@ def test_non_editable_install_finds_the_plugin_and_its_configs(tmp_path):
                             ignore=shutil.ignore_patterns("__pycache__"))  # fer_sweep/conf stays a symlink
         elif (ROOT / name).exists():
             shutil.copy(ROOT / name, source / name)
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
-                   check=True)
-    python = str(venv / "bin" / "python")  # the system pip and torch, through --system-site-packages
-    install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", str(source)],
-                             capture_output=True, text=True)
+    # pip builds the wheel in an isolated environment (setuptools and wheel from the index, as for any user)
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site),
+                              str(source)], capture_output=True, text=True)
     assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
+    env = {**os.environ, "PYTHONPATH": str(site)}  # ahead of the editable checkout on sys.path
+    python = sys.executable
     probe = ("import fer_sweep.app as a, hydra_plugins.fer_sweep_plugins.optuna_sweeper as p; "
              "print(a.CONFIG_DIR, p.__file__)")
-    where = subprocess.run([python, "-c", probe],
-                           capture_output=True, text=True, cwd=tmp_path, check=True).stdout.split()
-    assert all(path.startswith(str(venv)) for path in where), where
+    where = subprocess.run([python, "-c", probe], capture_output=True, text=True, cwd=tmp_path, check=True,
+                           env=env).stdout.split()
+    assert all(path.startswith(str(site)) for path in where), where
     sweep_dir = tmp_path / "sweep"
     run = subprocess.run([python, "-m", "fer_sweep", "--multirun", "hydra/sweeper=optuna", *TINY, LR,
                           "trainer.epochs=1", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep_dir}"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     assert pd.read_csv(sweep_dir / "results.csv")["trial_state"].tolist() == ["COMPLETE"]
     assert (sweep_dir / "best.yaml").exists()

@@ -38,17 +38,45 @@ def test_no_dataset_says_synthetic(tmp_path):
     assert "USING THE BUILT-IN SYNTHETIC DATASET" in proc.stdout + proc.stderr
 
 
-def test_bad_data_path_exits_nonzero_with_message(tmp_path):
-    proc = run_cli([*TINY_TRAINING, f"data.path={tmp_path / 'missing.csv'}",
-                    f"hydra.run.dir={tmp_path / 'run'}"])
-    assert proc.returncode != 0
+BAD_FILES = {  # file content -> what the one-line message must say
+    "emotion,pixels,Usage\n": "the file has a header but no rows",
+    "emotion,Usage\n0,Training\n": "missing column(s) ['pixels']",
+    "emotion,pixels,Usage\n0," + " ".join(["7"] * 2303) + " 256,Training\n": "row 2: pixel 2303 is '256'",
+    "emotion,pixels,Usage\n7," + " ".join(["7"] * 2304) + ",Training\n": "row 2: emotion '7' is not an integer 0-6",
+}
+
+
+@pytest.mark.parametrize("content", list(BAD_FILES), ids=["header-only", "no-pixels", "pixel-256", "emotion-7"])
+def test_bad_data_file_is_one_line_and_no_traceback(tmp_path, content):
+    """Errors in the user's input are reported, not crashed on: one line on stderr, exit 2, the job recorded."""
+    (tmp_path / "bad.csv").write_text(content)
+    proc = run_cli([*TINY_TRAINING, f"data.path={tmp_path / 'bad.csv'}", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("fer_sweep: error:")]
+    assert len(error_lines) == 1 and "bad.csv" in error_lines[0] and BAD_FILES[content] in error_lines[0]
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["status"] == "failed" and BAD_FILES[content] in record["error"]
+
+
+def test_bad_data_path_and_config_values_exit_nonzero_with_message(tmp_path):
+    proc = run_cli([*TINY_TRAINING, f"data.path={tmp_path / 'missing.csv'}", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "missing.csv: no such file or folder" in proc.stderr
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "failed"
+    proc = run_cli([*FAST, "trainer.precision=fp8", f"hydra.run.dir={tmp_path / 'run2'}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "fer_sweep: error: trainer.precision='fp8'; expected one of ['auto', 'fp32', 'bf16']" in proc.stderr
+    proc = run_cli([*FAST, "trainer.precision=fp8", f"hydra.run.dir={tmp_path / 'run3'}"],
+                   env_extra={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr  # the traceback, when asked for
 
 
-def test_bad_config_value_exits_nonzero(tmp_path):
+def test_unknown_config_option_names_the_known_ones_first(tmp_path):
     proc = run_cli([*FAST, "model=resnet99", f"hydra.run.dir={tmp_path / 'run'}"])
-    assert proc.returncode != 0 and "resnet99" in proc.stderr
+    assert proc.returncode != 0
+    first_lines = "\n".join(proc.stderr.splitlines()[:10])
+    assert "Could not find 'model/resnet99'" in first_lines and "resnet9_wide" in first_lines
 
 
 def test_same_seed_same_numbers(make_cfg, tmp_path):

@@ -93,8 +93,8 @@ def to_row(result: Dict[str, Any]) -> Dict[str, Any]:
     for override in result.get("overrides") or []:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
-        # trial.* is the Optuna sweeper's bookkeeping (how a job reaches its trial), not a hyper-parameter
-        if key not in GROUPS and not key.startswith(("hydra", "trial.")):
+        # trial.* is the Optuna sweeper's bookkeeping and logger.* where results are tracked: not hyper-parameters
+        if key not in GROUPS and not key.startswith(("hydra", "trial.", "logger")):
             row[key] = value
     for key, value in (result.get("trial") or {}).items():
         row[f"trial_{key}" if key != "number" else "trial"] = value

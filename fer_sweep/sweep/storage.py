@@ -16,7 +16,6 @@ a PostgreSQL URL: the overrides are saved in every job folder.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import random
 import time
@@ -56,17 +55,6 @@ def journal_path(url: str) -> Optional[Path]:
     return None
 
 
-def sqlalchemy_url(url: str) -> str:
-    """postgresql://... with the driver that is installed: SQLAlchemy 2.1 means psycopg (3) by it, and
-    fer_sweep depends on psycopg2-binary; an explicit driver (postgresql+psycopg://) is left alone."""
-    scheme, sep, rest = url.partition("://")
-    if scheme not in ("postgresql", "postgres") or importlib.util.find_spec("psycopg") is not None:
-        return url
-    if importlib.util.find_spec("psycopg2") is None:
-        return url  # SQLAlchemy's own error names the missing driver
-    return f"postgresql+psycopg2{sep}{rest}"
-
-
 def open_storage(url: str, heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None,
                  on_stale: Optional[Callable[..., None]] = None) -> BaseStorage:
     """An Optuna storage for `url` (see the module doc). For a sweeper with heartbeats, an RDB storage also
@@ -79,7 +67,6 @@ def open_storage(url: str, heartbeat_interval: Optional[int] = None, grace_perio
     if "://" not in str(url):
         raise ValueError(f"unknown Optuna storage {url!r}: use sqlite:///..., postgresql://..., "
                          f"journal:<path> or a path ending in .log")
-    url = sqlalchemy_url(str(url))
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None  # busy writers
     heartbeat = dict(heartbeat_interval=int(heartbeat_interval), grace_period=int(grace_period) if grace_period
                      else None, heartbeat_stale_trial_callback=on_stale) if heartbeat_interval else {}
