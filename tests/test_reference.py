@@ -33,3 +33,17 @@ def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
 def test_an_empty_folder_is_refused(tmp_path, capsys):
     assert main([str(tmp_path), "--name", "x", "--command", "c", "--table", str(tmp_path / "t.csv")]) == 2
     assert "no result.json found" in capsys.readouterr().err
+
+
+def test_the_sweep_package_never_imports_the_report_cli():
+    """Imports run one way: fer_sweep.report (the CLI) uses fer_sweep.sweep, never the reverse."""
+    import ast
+    from pathlib import Path
+
+    import fer_sweep.sweep
+
+    for file in Path(fer_sweep.sweep.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "fer_sweep.report", f"{file.name} imports fer_sweep.report"
+                assert not (node.module == "fer_sweep" and any(a.name == "report" for a in node.names)), file.name

@@ -42,7 +42,7 @@ def finish_sweep(sweep_dir: Path, title: str = "Sweep report", max_failure_rate:
                  tally: Optional[Tally] = None) -> Dict[str, int]:
     """Write results.csv and report.md, print the summary line, then apply the exit rule to `tally` (default:
     this folder's rows; the Optuna sweeper passes its study's, which spans all its workers)."""
-    from fer_sweep.report import report_markdown
+    from fer_sweep.sweep.tables import report_markdown
 
     sweep_dir = Path(sweep_dir)
     write_results_csv(sweep_dir)

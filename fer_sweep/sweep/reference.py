@@ -20,7 +20,7 @@ from typing import List, Optional
 import pandas as pd
 
 from fer_sweep import results
-from fer_sweep.report import report_markdown
+from fer_sweep.sweep.tables import report_markdown
 from fer_sweep.sweep.aggregate import results_frame
 
 DEFAULT_TABLE = Path("multirun/reference/results.csv")

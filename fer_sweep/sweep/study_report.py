@@ -80,7 +80,7 @@ def rebuild_from_storage(storage: str, study_name: Optional[str], output_dir: Op
                          ) -> pd.DataFrame:
     """The study's results table; with output_dir, also written there as results.csv, report.md and
     best.yaml (the best trial and the command to rerun it)."""
-    from fer_sweep.report import report_markdown
+    from fer_sweep.sweep.tables import report_markdown
 
     study = load_study(storage, study_name)
     frame = study_frame(study)
