@@ -1,6 +1,4 @@
 """EMA, mixup/cutmix, test-time augmentation and class weights, and a run with all of them on."""
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -8,6 +6,7 @@ import torch.nn.functional as F
 
 from fer_sweep import app
 from fer_sweep.app import train
+from fer_sweep.data.arrays import FERArrays
 from fer_sweep.data.batches import DeviceBatches
 from fer_sweep.engine import loop
 from fer_sweep.engine.callbacks import Callback
@@ -26,7 +25,7 @@ def toy_batches(n=140, seed=0):
     images = rng.integers(0, 100, (n, 48, 48)).astype(np.uint8)
     for i, c in enumerate(labels):
         images[i, 6 * c:6 * c + 6] += 150
-    return DeviceBatches(SimpleNamespace(images=images, labels=labels.astype(np.int64)))
+    return DeviceBatches(FERArrays(images, labels.astype(np.int64), np.zeros(n, dtype=np.int8)))
 
 
 def linear_model(band_detector=False):
