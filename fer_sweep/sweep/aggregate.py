@@ -22,8 +22,8 @@ from fer_sweep import results
 GROUPS = ("model", "scheduler", "optimizer", "augmentation", "data")
 LEADING = ["job", *GROUPS]
 TRAILING = ["seed", "status", "error", "best_val_acc", "test_acc", "test_loss", "train_time_s", "params",
-            "best_epoch", "epochs_run", "dataset", "data_copy", "data_fingerprint", "precision", "machine",
-            "output_dir"]
+            "best_epoch", "epochs_run", "dataset", "labels", "data_copy", "data_fingerprint", "precision",
+            "machine", "output_dir"]
 RESULTS_CSV = "results.csv"
 MANIFEST_FILE = "sweep_jobs.json"
 SEEDS = ("seed", "trainer.seed")  # repeats of one configuration differ in these alone
@@ -90,6 +90,7 @@ def to_row(result: Dict[str, Any]) -> Dict[str, Any]:
         row[group] = choices.get(group, result.get(group))
     if result.get("dataset"):  # what the run used: data=fer2013 with no file found falls back to synthetic
         row["data"] = result["dataset"]
+        row["labels"] = result.get("labels", "fer2013")  # results from before FER+ existed had FER2013's labels
     for override in result.get("overrides") or []:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
