@@ -133,8 +133,8 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     train_set, val_set, test_set = (DeviceBatches(s, device) for s in (splits.train, splits.val, splits.test))
 
     model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
-    shift = shift_warning(splits.train, splits.test)
-    if shift and dataset != "synthetic":
+    shift = shift_warning(splits.train, splits.test) if dataset != "synthetic" else None
+    if shift:
         log.warning("DATA: %s", shift)
     model = build_model(cfg.model.name, num_classes=len(class_names), **model_kwargs)
     model = model.to(device, memory_format=torch.channels_last)
@@ -172,8 +172,10 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
         status = "pruned"
 
     result: Dict[str, Any] = {"status": status, "dataset": dataset, "data_source": splits.train.source,
-                              **data_identity(splits.train), **describe_run(cfg), "params": count_parameters(model), "device": str(device),
-                              "precision": precision.name, "machine": describe_machine(device), "tta": t.tta, "split_sizes": splits.sizes(),
+                              **data_identity(splits.train), **describe_run(cfg),
+                              "params": count_parameters(model), "device": str(device),
+                              "precision": precision.name, "machine": describe_machine(device),
+                              "tta": t.tta, "split_sizes": splits.sizes(),
                               "class_names": class_names, "epochs_run": len(history.epochs),
                               "best_epoch": best.best_epoch or None,
                               "best_val_acc": best.best if best.best_epoch else None,

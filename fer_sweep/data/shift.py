@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         return 2
     print(f"{args.path}: {describe(data)}")
     print(f"{'usage':<12} {'rows':>6} {'pixel std':>9} {'sharpness':>9}")
-    for u, (name, s) in enumerate(usage_stats(data).items()):
+    for name, s in usage_stats(data).items():
         rows = int((data.usage == USAGES.index(name)).sum())
         print(f"{name:<12} {rows:>6} {s['pixel_std']:>9.1f} {s['sharpness']:>9.3f}")
     train = data.subset(np.flatnonzero(data.usage == 0))
