@@ -26,6 +26,7 @@ from fer_sweep.data.batches import MEAN, STD, DeviceBatches
 from fer_sweep.data.fingerprint import data_identity, describe
 from fer_sweep.data.shift import shift_warning
 from fer_sweep.engine.callbacks import BestCheckpoint, Callback, LogEpochs, ProgressBar
+from fer_sweep.engine.test_curve import TestEveryEpoch
 from fer_sweep.engine.loop import evaluate, fit
 from fer_sweep.engine.precision import describe_machine, resolve_device, resolve_precision
 from fer_sweep.engine.techniques import EMA, balanced_class_weights
@@ -148,6 +149,8 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     scored_model = ema.model if ema else model  # what validation, the checkpoint and the test score use
     best = BestCheckpoint(scored_model, out / results.CHECKPOINT_FILE, lambda: checkpoint_payload)
     run_callbacks: List[Callback] = [LogEpochs(t.epochs), ProgressBar(), best, trackers, *callbacks]
+    if t.get("test_every_epoch"):  # benchmarks only (engine/test_curve.py); first, so the others see test_acc
+        run_callbacks.insert(0, TestEveryEpoch(scored_model, test_set, precision, t.tta, start=tic))
     # FER+ votes train as the data config says (engine/targets.py); FER2013 and FER+ majority: one class each
     target_mode = cfg.data.get("ferplus_mode", "label") if splits.train.targets is not None else "label"
     if target_mode == "multi_target" and (t.mixup_alpha or t.cutmix_alpha or t.class_weights or t.label_smoothing):

@@ -75,7 +75,9 @@ def write_csv(path: Path, rows: Iterable[Mapping[str, Any]], columns: Optional[L
 
 
 def write_history(run_dir: Path, epochs: List[Dict[str, float]]) -> None:
-    write_csv(Path(run_dir) / HISTORY_FILE, epochs, list(HISTORY_COLUMNS))
+    """history.csv: HISTORY_COLUMNS, then any extra per-epoch metrics (the benchmark's test_acc, elapsed_s)."""
+    extra = [k for k in dict.fromkeys(k for row in epochs for k in row) if k not in HISTORY_COLUMNS]
+    write_csv(Path(run_dir) / HISTORY_FILE, epochs, [*HISTORY_COLUMNS, *extra])
 
 
 def read_result(run_dir: Path) -> Optional[Dict[str, Any]]:

@@ -179,6 +179,18 @@ def test_official_split(mini_csv):
         make_splits(read_fer2013(mini_csv), "random")
 
 
+def test_train_fraction_keeps_each_class_share_and_whole_scoring_splits(mini_csv):
+    data = read_fer2013(mini_csv)
+    whole, part = make_splits(data, "official"), make_splits(data, "official", seed=3, train_fraction=0.25)
+    assert (part.sizes()["val"], part.sizes()["test"]) == (361, 360)
+    counts, full_counts = np.bincount(part.train.labels, minlength=7), np.bincount(whole.train.labels, minlength=7)
+    assert counts.tolist() == [int(round(0.25 * n)) for n in full_counts] and counts.min() >= 1
+    again = make_splits(data, "official", seed=3, train_fraction=0.25)
+    assert np.array_equal(part.train.images, again.train.images)
+    with pytest.raises(DataError, match=r"data.train_fraction=0.0; expected a fraction in \(0, 1\]"):
+        make_splits(data, "official", train_fraction=0.0)
+
+
 def test_merge_disgust(mini_csv):
     merged = merge_disgust_into_angry(read_fer2013(mini_csv))
     assert merged.class_names == ("angry", "fear", "happy", "sad", "surprise", "neutral")

@@ -16,6 +16,12 @@ def test_shape_and_parameter_count(name):
     assert model(x).shape == (3, 7)
 
 
+def test_resnet9_width_is_one_knob():
+    """base_width doubles per stage: 64 is exactly resnet9_wide, 32 sits between."""
+    assert count_parameters(build_model("resnet9", base_width=64)) == PARAMS["resnet9_wide"]
+    assert PARAMS["resnet9"] < count_parameters(build_model("resnet9", base_width=32)) < PARAMS["resnet9_wide"]
+
+
 def test_six_classes():
     assert build_model("cnn", num_classes=6)(torch.randn(2, 1, 48, 48)).shape == (2, 6)
 

@@ -79,6 +79,19 @@ def test_median_pruner_prunes_and_the_row_says_pruned(tpe_sweep):
     assert (frame.loc[pruned, "status"] == "pruned").all() and (frame.loc[pruned, "trial_state"] == "PRUNED").all()
     for trial in study.trials:  # every job reported its epochs to its own trial through the storage
         assert trial.intermediate_values, f"trial {trial.number} reported nothing"
+    assert f"Pruning: {len(pruned)} of 6 trials pruned" in (tpe_sweep / "report.md").read_text()
+
+
+def test_pruning_savings_count_the_epochs_pruned_trials_skipped():
+    from fer_sweep.sweep.tables import pruning_note, pruning_savings
+
+    frame = pd.DataFrame({"status": ["completed", "pruned", "pruned", "superseded"], "epochs": [10, 10, 10, 10],
+                          "epochs_run": [10, 2, 5, 1], "train_time_s": [100.0, 20.0, 50.0, 9.0]})
+    s = pruning_savings(frame)
+    assert (s["trials"], s["pruned"], s["spent_s"]) == (3, 2, 170.0)
+    assert s["saved_s"] == pytest.approx(80 + 50) and s["saved_share"] == pytest.approx(130 / 300)
+    assert "2 of 3 trials pruned, after 3.5 of 10 planned epochs" in pruning_note(frame)
+    assert pruning_savings(frame.assign(status="completed")) is None and pruning_note(frame.iloc[:1]) == ""
 
 
 def test_best_yaml_names_the_best_trial_and_how_to_rerun_it(tpe_sweep):
@@ -397,3 +410,18 @@ def test_non_editable_install_finds_the_plugin_and_its_configs(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert pd.read_csv(sweep_dir / "results.csv")["trial_state"].tolist() == ["COMPLETE"]
     assert (sweep_dir / "best.yaml").exists()
+
+
+def test_the_fast_search_file_runs_as_written(tmp_path):
+    """conf/hparams_search/fast_search.yaml on top of experiment=best: its space parses, Hyperband builds, and
+    every trial trains on the stratified part of train the file asks for."""
+    sweep_dir = tmp_path / "fast"
+    proc = run_cli(["--multirun", "experiment=best", "hparams_search=fast_search", *TINY, "hydra.sweeper.n_trials=3",
+                    "hydra.sweeper.pruner.options.max_resource=2", f"hydra.sweep.dir={sweep_dir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frame = pd.read_csv(sweep_dir / "results.csv")
+    assert len(frame) == 3 and set(frame["model.base_width"]) <= {16, 24, 32}
+    assert set(frame["augmentation"]) <= {"seed", "strong"} and set(frame["model"]) == {"resnet9"}
+    result = json.loads((sweep_dir / "0" / "result.json").read_text())
+    assert result["split_sizes"]["train"] == 28  # a fifth of the 140 synthetic training faces
+    assert load_study(sweep_dir).user_attrs[PRUNER_ATTR]["name"] == "hyperband"

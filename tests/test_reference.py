@@ -29,6 +29,12 @@ def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
     assert (tmp_path / "reference" / "mini" / "history.csv").exists()
     assert "grid" in (tmp_path / "reference" / "grid" / "report.md").read_text()
 
+    # one command split over two queues (one per core): both folders under one name
+    assert main([str(sweep), str(single), "--name", "both", "--command", "cmd C", "--table", str(table)]) == 0
+    both = pd.read_csv(table).query("sweep == 'both'")
+    assert sorted(both["model"]) == ["cnn", "cnn", "resnet9"] and set(both["command"]) == {"cmd C"}
+    assert (tmp_path / "reference" / "both" / "single_history.csv").exists()
+
 
 def test_an_empty_folder_is_refused(tmp_path, capsys):
     assert main([str(tmp_path), "--name", "x", "--command", "c", "--table", str(tmp_path / "t.csv")]) == 2

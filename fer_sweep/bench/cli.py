@@ -17,6 +17,7 @@ from fer_sweep.bench.memory import bench_memory
 from fer_sweep.bench.parsers import bench_parse, prepare_csv
 from fer_sweep.bench.report import format_report
 from fer_sweep.bench.throughput import bench_train
+from fer_sweep.bench.time_to import ARTICLE, OURS, bench_time_to, format_time_to
 from fer_sweep.data import resolve_path
 from fer_sweep.data.arrays import FERArrays
 from fer_sweep.data.cache import cached
@@ -46,9 +47,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-memory-probe", action="store_true", help="no fresh-process peak-RSS measurement")
     ap.add_argument("--output", type=Path, help="also write the figures as JSON")
+    mode = ap.add_argument_group("time to an accuracy (a mode of its own: trains two recipes, see "
+                                 "fer_sweep/bench/time_to.py)")
+    mode.add_argument("--time-to", type=float, metavar="ACC",
+                      help="wall time until each recipe first reaches ACC test accuracy, and their ratio")
+    mode.add_argument("--ours", default=OURS, help=f"our recipe's overrides (default: {OURS!r})")
+    mode.add_argument("--article", default=ARTICLE, help=f"the article's recipe (default: {ARTICLE!r})")
+    mode.add_argument("--set", nargs="*", default=[], metavar="OVERRIDE",
+                      help="overrides for both recipes, e.g. trainer.epochs=30")
     args = ap.parse_args(argv)
     if args.csv and args.folder:
         ap.error("give --csv or --folder, not both")
+    if args.time_to is not None and not 0 < args.time_to <= 1:
+        ap.error(f"--time-to {args.time_to}: an accuracy in (0, 1], e.g. 0.659")
     if min(args.warmup, args.steps, args.batch_size, args.repeats) < 1:
         ap.error("--warmup, --steps, --batch-size and --repeats must be >= 1")
     return args
@@ -80,6 +91,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         if p is not None and not p.exists():
             raise SystemExit(f"{p}: no such file or folder")
 
+    if args.time_to is not None:
+        return time_to_mode(args, csv, folder, say, {k: res[k] for k in ("command", "machine")})
+
     with tempfile.TemporaryDirectory(prefix="fer_bench_") as tmp:
         workdir = Path(tmp)
         data: Optional[FERArrays] = None
@@ -110,10 +124,28 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         res["memory"] = bench_memory(data, workdir, models if not args.skip_train else models[:1], device, precision,
                                      args.batch_size, args.threads, probe=not args.skip_memory_probe)
 
+    return finish(res, format_report(res), args.output, say)
+
+
+def finish(res: Dict[str, Any], report: str, output: Optional[Path], say) -> Dict[str, Any]:
+    """The report on stdout; with --output, every figure as JSON too."""
     say("done")
-    print(format_report(res), flush=True)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(res, indent=2, default=str) + "\n")
+    print(report, flush=True)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(res, indent=2, default=str) + "\n")
     return res
 
+
+def time_to_mode(args: argparse.Namespace, csv: Optional[Path], folder: Optional[Path], say,
+                 about: Dict[str, Any]) -> Dict[str, Any]:
+    """--time-to: both recipes on the given data (data.path), the report on stdout, the curves in --output."""
+    common = list(args.set)
+    if csv or folder:
+        common.insert(0, f"data.path={csv or folder}")
+    if args.threads:
+        common.append(f"trainer.threads={args.threads}")
+    common += [f"trainer.device={args.device}", f"trainer.precision={args.precision}"]
+    with tempfile.TemporaryDirectory(prefix="fer_bench_") as tmp:
+        res = {**about, **bench_time_to(args.time_to, Path(tmp), common, args.ours, args.article, log=say)}
+    return finish(res, format_time_to(res), args.output, say)

@@ -74,4 +74,5 @@ def dataset_name(data: FERArrays) -> str:
 
 def load_splits(cfg: Mapping[str, Any], seed: int) -> Splits:
     data = load_dataset(cfg)
-    return make_splits(data, cfg.get("split", "seed"), seed=seed, val_fraction=float(cfg.get("val_fraction", 0.2)))
+    return make_splits(data, cfg.get("split", "seed"), seed=seed, val_fraction=float(cfg.get("val_fraction", 0.2)),
+                       train_fraction=float(cfg.get("train_fraction", 1.0)))

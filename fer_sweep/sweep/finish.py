@@ -42,7 +42,7 @@ def finish_sweep(sweep_dir: Path, title: str = "Sweep report", max_failure_rate:
                  tally: Optional[Tally] = None) -> Dict[str, int]:
     """Write results.csv and report.md, print the summary line, then apply the exit rule to `tally` (default:
     this folder's rows; the Optuna sweeper passes its study's, which spans all its workers)."""
-    from fer_sweep.sweep.tables import report_markdown
+    from fer_sweep.sweep.tables import pruning_note, report_markdown
 
     sweep_dir = Path(sweep_dir)
     write_results_csv(sweep_dir)
@@ -53,6 +53,8 @@ def finish_sweep(sweep_dir: Path, title: str = "Sweep report", max_failure_rate:
     line = f"Sweep finished: {summary}. Results: {sweep_dir / 'results.csv'}"
     print(line, flush=True)
     log.info(line)
+    if pruning_note(frame):
+        print(pruning_note(frame).strip(), flush=True)
     if tally is None:
         tally = Tally(counts.get("completed", 0), counts.get("failed", 0),
                       sum(n for s, n in counts.items() if s != SUPERSEDED))

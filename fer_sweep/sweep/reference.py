@@ -1,12 +1,14 @@
 """One table of reference results: sweeps and single runs collected into multirun/reference/results.csv.
 
-    python -m fer_sweep.sweep.reference SWEEP_OR_RUN_DIR --name seed_table_30ep \\
-        --command "python -m fer_sweep --multirun experiment=seed_table trainer.epochs=30 data.path=fer2013.csv"
+    python -m fer_sweep.sweep.reference SWEEP_OR_RUN_DIR [MORE_DIRS ...] --name seed_table_30ep \\
+        --command "python -m fer_sweep --multirun experiment=seed_table data.path=fer2013.csv"
 
 Each row is one job of results.csv's layout, plus the reference run it belongs to (`sweep`, from --name) and the
-`command` that ran it; the data file (`data_copy`, `data_fingerprint`) and the machine come from the jobs' own result.json.
+`command` that ran it (several folders under one name: one command split over queues, e.g. one per core,
+or seeds run later); the data file (`data_copy`, `data_fingerprint`) and the machine come from the jobs' own result.json.
 Adding a name again replaces that name's rows. The sweep's results.csv and report.md (and, for a single run, its
-history.csv) are copied into a folder of that name beside the table. Read it all with one
+history.csv, named after its folder when there are several) are copied into a folder of that name beside
+the table. Read it all with one
 `pd.read_csv("multirun/reference/results.csv")`.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import pandas as pd
 
@@ -27,11 +29,16 @@ DEFAULT_TABLE = Path("multirun/reference/results.csv")
 LOCAL_ONLY = ("output_dir",)  # paths on the machine that ran the job: meaningless to a reader
 
 
-def add_reference(run_dir: Path, name: str, command: str, table: Path = DEFAULT_TABLE) -> pd.DataFrame:
-    """Put run_dir's jobs into `table` under `name` (replacing earlier rows of that name); returns the table."""
-    frame = results_frame(run_dir)
-    if frame.empty:
-        raise ValueError(f"{run_dir}: no result.json found (not a sweep or run folder of fer_sweep?)")
+def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path = DEFAULT_TABLE) -> pd.DataFrame:
+    """Put the jobs of run_dirs into `table` under `name` (replacing earlier rows of that name); returns the
+    table."""
+    frames = []
+    for run_dir in run_dirs:
+        found = results_frame(run_dir)
+        if found.empty:
+            raise ValueError(f"{run_dir}: no result.json found (not a sweep or run folder of fer_sweep?)")
+        frames.append(found)
+    frame = pd.concat(frames, ignore_index=True)
     frame = frame.drop(columns=[c for c in LOCAL_ONLY if c in frame.columns])
     if "data.path" in frame.columns:  # the file's name says which file; the folder it sat in does not
         frame["data.path"] = frame["data.path"].map(lambda p: Path(str(p)).name if isinstance(p, str) else p)
@@ -43,30 +50,33 @@ def add_reference(run_dir: Path, name: str, command: str, table: Path = DEFAULT_
     leading = ["sweep", "job", "model", "scheduler", "optimizer", "augmentation", "data", "experiment"]
     frame = frame[[c for c in leading if c in frame.columns] + [c for c in frame.columns if c not in leading]]
     results.atomic_write_text(table, frame.to_csv(index=False))
-    _copy_files(run_dir, table.parent / name, frame[frame["sweep"] == name])
+    _copy_files(run_dirs, table.parent / name, frame[frame["sweep"] == name])
     return frame
 
 
-def _copy_files(run_dir: Path, folder: Path, rows: pd.DataFrame) -> None:
+def _copy_files(run_dirs: Sequence[Path], folder: Path, rows: pd.DataFrame) -> None:
     name = folder.name
     folder.mkdir(parents=True, exist_ok=True)
     rows = rows.dropna(axis=1, how="all")
     results.atomic_write_text(folder / "results.csv", rows.to_csv(index=False))
     results.atomic_write_text(folder / "report.md", report_markdown(rows, title=name))
-    if (run_dir / results.HISTORY_FILE).exists():  # a single run: keep its learning curve
-        shutil.copyfile(run_dir / results.HISTORY_FILE, folder / results.HISTORY_FILE)
+    for run_dir in run_dirs:
+        if (run_dir / results.HISTORY_FILE).exists():  # a single run: keep its learning curve
+            target = results.HISTORY_FILE if len(run_dirs) == 1 else f"{run_dir.name}_{results.HISTORY_FILE}"
+            shutil.copyfile(run_dir / results.HISTORY_FILE, folder / target)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fer_sweep.sweep.reference", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path, help="a sweep folder (multirun) or a single run folder")
+    parser.add_argument("run_dirs", type=Path, nargs="+", metavar="run_dir",
+                        help="sweep folders (multirun) or single run folders, all under one name")
     parser.add_argument("--name", required=True, help="the experiment's name in the table, e.g. seed_table_30ep")
     parser.add_argument("--command", required=True, help="the command that produced the runs")
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
     args = parser.parse_args(argv)
     try:
-        frame = add_reference(args.run_dir, args.name, args.command, args.table)
+        frame = add_reference(args.run_dirs, args.name, args.command, args.table)
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -119,11 +119,39 @@ def save_chart(summary: pd.DataFrame, rows: str, cols: str, metric: str, path: P
     return path
 
 
+def pruning_savings(frame: pd.DataFrame) -> Optional[dict]:
+    """What pruning saved: the trials' summed wall time, and the time the pruned ones would have taken more to
+    finish their planned epochs at their own mean epoch time. None when nothing was pruned."""
+    need = {"status", "epochs", "epochs_run", "train_time_s"}
+    if not need <= set(frame.columns) or not (frame["status"] == "pruned").any():
+        return None
+    counted = frame[frame["status"] != SUPERSEDED]
+    pruned = counted[counted["status"] == "pruned"]
+    ran, planned = pruned["epochs_run"].astype(float), pruned["epochs"].astype(float)
+    saved = float((pruned["train_time_s"].astype(float) / ran.clip(lower=1) * (planned - ran)).sum())
+    spent = float(pd.to_numeric(counted["train_time_s"], errors="coerce").sum())
+    return {"trials": len(counted), "pruned": len(pruned), "mean_epochs_pruned": float(ran.mean()),
+            "planned_epochs": float(planned.mean()), "spent_s": spent, "saved_s": saved,
+            "saved_share": saved / (spent + saved) if spent + saved > 0 else 0.0}
+
+
+def pruning_note(frame: pd.DataFrame) -> str:
+    s = pruning_savings(frame)
+    if s is None:
+        return ""
+    return (f"Pruning: {s['pruned']} of {s['trials']} trials pruned, after {s['mean_epochs_pruned']:.1f} of "
+            f"{s['planned_epochs']:.0f} planned epochs on average. The trials took {s['spent_s'] / 3600:.2f} h of "
+            f"wall time; running the pruned ones to the end would have taken about {s['saved_s'] / 3600:.2f} h "
+            f"more (each at its own mean epoch time), so pruning saved {100 * s['saved_share']:.0f}% of the "
+            f"search.\n")
+
+
 def report_markdown(frame: pd.DataFrame, metric: str = "test_acc", rows: str = "model",
                     cols: str = "scheduler", title: str = "Sweep report") -> str:
     """report.md: status counts, the table, and the failed jobs with their errors."""
     counts = status_counts(frame) if "status" in frame.columns and not frame.empty else {}
     parts = [f"# {title}\n", "Jobs: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none") + "\n"]
+    parts.append(pruning_note(frame))
     if {metric, rows, cols} <= set(frame.columns):
         summary = summarize(frame, metric, rows, cols)
         parts += [f"\n## {metric} ({rows} x {cols}; completed jobs; mean ± std (n) over seeds)\n\n",
