@@ -425,3 +425,17 @@ def test_the_fast_search_file_runs_as_written(tmp_path):
     result = json.loads((sweep_dir / "0" / "result.json").read_text())
     assert result["split_sizes"]["train"] == 28  # a fifth of the 140 synthetic training faces
     assert load_study(sweep_dir).user_attrs[PRUNER_ATTR]["name"] == "hyperband"
+
+
+def test_timeout_asks_no_new_trial_and_the_same_command_continues(tmp_path):
+    """hydra.sweeper.timeout: a time budget. The first batch runs, then no trial is asked; the study keeps what
+    ran, and running the command again adds trials up to n_trials."""
+    sweep_dir = tmp_path / "timed"
+    args = ["hydra.sweeper.n_trials=3", LR, "hydra.sweeper.timeout=0.001"]
+    proc = optuna_cli(sweep_dir, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "hydra.sweeper.timeout=0.001s passed (1 of 3 trials taken)" in proc.stdout + proc.stderr
+    assert numbers(load_study(sweep_dir)) == [0] and len(pd.read_csv(sweep_dir / "results.csv")) == 1
+    proc = optuna_cli(sweep_dir, *args[:-1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert numbers(load_study(sweep_dir)) == [0, 1, 2]

@@ -35,7 +35,8 @@ n_trials rule makes their sum exact, also when they ask at the same moment:
 - *Finished* = COMPLETE, PRUNED or FAIL, neither surplus nor replaced. A process asks while slots are free
   or retries are queued; then it waits while other workers' watched trials run (they may still go stale and
   need a retry here), and exits. When all have exited the study holds exactly n_trials finished trials
-  (fewer only if max_failure_rate stopped it). All processes of one study should use the same n_trials.
+  (fewer only if max_failure_rate or the timeout stopped it). All processes of one study should use the same
+  n_trials.
   Without heartbeats (heartbeat_interval: null) a killed worker's trial stays RUNNING and keeps its slot.
 - A trial failed as stale while its job was in fact alive (it stalled longer than grace_period) ends with
   its job all the same, but the study says FAIL: its row says `superseded` (trial_superseded_by: the retry
@@ -99,7 +100,7 @@ class OptunaSweeper(Sweeper):
     def __init__(self, sampler: Any, direction: Any, storage: Optional[str], study_name: Optional[str],
                  n_trials: int, n_jobs: int, max_failure_rate: float, pruner: Any, params: Any,
                  heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None,
-                 max_retry: Optional[int] = 2):
+                 max_retry: Optional[int] = 2, timeout: Optional[float] = None):
         self.sampler = _plain(sampler) or {}
         self.directions = [str(d).lower() for d in ([direction] if isinstance(direction, str) else direction)]
         self.storage, self.study_name = storage, study_name
@@ -110,6 +111,7 @@ class OptunaSweeper(Sweeper):
         self.heartbeat_interval = int(heartbeat_interval) if heartbeat_interval else None
         self.grace_period = grace_seconds(self.heartbeat_interval, grace_period)
         self.max_retry = None if max_retry is None else int(max_retry)
+        self.timeout = float(timeout) if timeout else None  # seconds: ask no new trial after this long
         self.retry = retry_stale_trial(self.max_retry)
         self.budget = self.n_trials  # the trial budget of the running sweep (trial_budget)
         self.study_storage: Optional[optuna.storages.BaseStorage] = None
@@ -190,6 +192,7 @@ class OptunaSweeper(Sweeper):
         doc); returns why it stopped early, if it did."""
         budget = self.budget = self.trial_budget(distributions)
         waited_for: List[int] = []
+        start = time.monotonic()
         while True:
             if self.heartbeat_interval:  # a dead worker's RUNNING trial becomes FAIL and is queued again
                 fail_stale_trials(study, self.study_storage, self.grace_period, self.retry_entitled)
@@ -205,6 +208,9 @@ class OptunaSweeper(Sweeper):
                     waited_for = others
                 time.sleep(min(float(self.heartbeat_interval), WAIT_POLL_S))
                 continue
+            if self.timeout and time.monotonic() - start >= self.timeout:
+                return (f"hydra.sweeper.timeout={self.timeout:g}s passed ({ledger.slots_taken} of {budget} trials "
+                        f"taken); the same command continues the study")
             asked = self.ask(study, distributions, min(self.n_jobs, todo))
             with self.heartbeat(asked):  # beats at once, so a process killed from here on leaves no orphan
                 for run in consecutive_runs(self.claim(study, asked, budget)):
