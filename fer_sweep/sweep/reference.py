@@ -4,12 +4,11 @@
         --command "python -m fer_sweep --multirun experiment=seed_table data.path=fer2013.csv"
 
 Each row is one job of results.csv's layout, plus the reference run it belongs to (`sweep`, from --name) and the
-`command` that ran it (several folders under one name: one command split over queues, e.g. one per core,
-or seeds run later); the data file (`data_copy`, `data_fingerprint`) and the machine come from the jobs' own result.json.
-Adding a name again replaces that name's rows. The sweep's results.csv and report.md (and, for a single run, its
-history.csv, named after its folder when there are several) are copied into a folder of that name beside
-the table. Read it all with one
-`pd.read_csv("multirun/reference/results.csv")`.
+`command` that ran it (several folders under one name: one command split over queues, e.g. one per core); the
+data file (`data_copy`, `data_fingerprint`) and the machine come from the jobs' own result.json. Adding a name
+again replaces that name's rows. The sweep's results.csv and report.md (and, for a single run, its history.csv,
+named after its folder when there are several) are copied into a folder of that name beside the table. Read it
+all with one `pd.read_csv("multirun/reference/results.csv")`.
 """
 from __future__ import annotations
 
