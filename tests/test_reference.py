@@ -35,6 +35,13 @@ def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
     assert sorted(both["model"]) == ["cnn", "cnn", "resnet9"] and set(both["command"]) == {"cmd C"}
     assert (tmp_path / "reference" / "both" / "single_history.csv").exists()
 
+    # job folders of two sweeps share a name (0): their curves are told apart by the sweep's folder
+    (tmp_path / "other").mkdir()
+    copy = tmp_path / "other" / "0"
+    copy.symlink_to(single, target_is_directory=True)
+    assert main([str(sweep / "0"), str(copy), "--name", "jobs", "--command", "c", "--table", str(table)]) == 0
+    assert (tmp_path / "reference" / "jobs" / "other_0_history.csv").exists()
+
 
 def test_an_empty_folder_is_refused(tmp_path, capsys):
     assert main([str(tmp_path), "--name", "x", "--command", "c", "--table", str(tmp_path / "t.csv")]) == 2

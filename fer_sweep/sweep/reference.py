@@ -59,9 +59,11 @@ def _copy_files(run_dirs: Sequence[Path], folder: Path, rows: pd.DataFrame) -> N
     rows = rows.dropna(axis=1, how="all")
     results.atomic_write_text(folder / "results.csv", rows.to_csv(index=False))
     results.atomic_write_text(folder / "report.md", report_markdown(rows, title=name))
+    unique = len({d.name for d in run_dirs}) == len(run_dirs)
     for run_dir in run_dirs:
         if (run_dir / results.HISTORY_FILE).exists():  # a single run: keep its learning curve
-            target = results.HISTORY_FILE if len(run_dirs) == 1 else f"{run_dir.name}_{results.HISTORY_FILE}"
+            label = run_dir.name if unique else f"{run_dir.parent.name}_{run_dir.name}"  # sweep_a/0, sweep_b/0
+            target = results.HISTORY_FILE if len(run_dirs) == 1 else f"{label}_{results.HISTORY_FILE}"
             shutil.copyfile(run_dir / results.HISTORY_FILE, folder / target)
 
 
