@@ -106,6 +106,19 @@ def test_best_yaml_names_the_best_trial_and_how_to_rerun_it(tpe_sweep):
         assert (tpe_sweep / name).stat().st_size > 1000, name
 
 
+def test_the_reference_table_keeps_the_study_itself(tpe_sweep, tmp_path):
+    from fer_sweep.sweep.reference import main as reference
+
+    table = tmp_path / "reference" / "results.csv"
+    assert reference([str(tpe_sweep), "--name", "study", "--command", "c", "--table", str(table)]) == 0
+    kept = tmp_path / "reference" / "study"
+    assert len(pd.read_csv(table)) == 6 and (kept / "best.yaml").exists()
+    for name in PLOTS:
+        assert (kept / name).exists(), name
+    copied = optuna.load_study(study_name=tpe_sweep.name, storage=open_storage(str(kept / JOURNAL_FILE)))
+    assert numbers(copied) == [0, 1, 2, 3, 4, 5]  # the journal opens as the study it recorded
+
+
 def test_resume_adds_trials_to_the_same_study(tpe_sweep, tmp_path):
     sweep_dir = tmp_path / tpe_sweep.name
     shutil.copytree(tpe_sweep, sweep_dir)

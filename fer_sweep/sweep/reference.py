@@ -7,8 +7,9 @@ Each row is one job of results.csv's layout, plus the reference run it belongs t
 `command` that ran it (several folders under one name: one command split over queues, e.g. one per core); the
 data file (`data_copy`, `data_fingerprint`) and the machine come from the jobs' own result.json. Adding a name
 again replaces that name's rows. The sweep's results.csv and report.md (and, for a single run, its history.csv,
-named after its folder when there are several) are copied into a folder of that name beside the table. Read it
-all with one `pd.read_csv("multirun/reference/results.csv")`.
+named after its folder when there are several; for an Optuna study, its journal, best.yaml and plots) are
+copied into a folder of that name beside the table. Read it all with one
+`pd.read_csv("multirun/reference/results.csv")`.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from fer_sweep.sweep.tables import report_markdown
 from fer_sweep.sweep.aggregate import results_frame
 
 DEFAULT_TABLE = Path("multirun/reference/results.csv")
+STUDY_FILES = (".log", ".yaml", ".png")  # optuna_journal.log, best.yaml, optuna_*.png
 LOCAL_ONLY = ("output_dir",)  # paths on the machine that ran the job: meaningless to a reader
 
 
@@ -59,6 +61,10 @@ def _copy_files(run_dirs: Sequence[Path], folder: Path, rows: pd.DataFrame) -> N
     rows = rows.dropna(axis=1, how="all")
     results.atomic_write_text(folder / "results.csv", rows.to_csv(index=False))
     results.atomic_write_text(folder / "report.md", report_markdown(rows, title=name))
+    for run_dir in run_dirs:  # an Optuna study: its journal (the study itself), best.yaml and plots
+        for path in sorted(run_dir.glob("optuna_*")) + sorted(run_dir.glob("best.yaml")):
+            if path.is_file() and path.suffix in STUDY_FILES:
+                shutil.copyfile(path, folder / path.name)
     unique = len({d.name for d in run_dirs}) == len(run_dirs)
     for run_dir in run_dirs:
         if (run_dir / results.HISTORY_FILE).exists():  # a single run: keep its learning curve
