@@ -102,7 +102,7 @@ def test_mini_csv_resnet9(make_cfg, tmp_path, mini_csv):
     # the run names the data it used: the shared sample is recognised by its fingerprint
     assert (result["data_copy"], result["data_fingerprint"]) == ("kaggle_mini", "a80f975efc0c5c54")
     payload = torch.load(tmp_path / "r" / CHECKPOINT_FILE, weights_only=True)
-    assert payload["model_kwargs"] == {"input_norm": "per_image"}
+    assert payload["model_kwargs"] == {"base_width": 16, "input_norm": "per_image"}
 
 
 @pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, False, "bf16"), (False, True, "bf16"),
