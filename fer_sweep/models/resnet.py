@@ -61,7 +61,7 @@ def resnet9(num_classes: int = 7, in_channels: int = 1, base_width: int = 16) ->
 
 @register_model("resnet9_wide")
 def resnet9_wide(num_classes: int = 7, in_channels: int = 1) -> ResNet9:
-    return ResNet9(num_classes, in_channels, widths=(64, 128, 256, 512))
+    return resnet9(num_classes, in_channels, base_width=64)
 
 
 @register_model("resnet18")

@@ -53,8 +53,9 @@ def finish_sweep(sweep_dir: Path, title: str = "Sweep report", max_failure_rate:
     line = f"Sweep finished: {summary}. Results: {sweep_dir / 'results.csv'}"
     print(line, flush=True)
     log.info(line)
-    if pruning_note(frame):
-        print(pruning_note(frame).strip(), flush=True)
+    pruning = pruning_note(frame)
+    if pruning:
+        print(pruning.strip(), flush=True)
     if tally is None:
         tally = Tally(counts.get("completed", 0), counts.get("failed", 0),
                       sum(n for s, n in counts.items() if s != SUPERSEDED))

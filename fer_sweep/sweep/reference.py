@@ -24,9 +24,10 @@ import pandas as pd
 from fer_sweep import results
 from fer_sweep.sweep.tables import report_markdown
 from fer_sweep.sweep.aggregate import results_frame
+from fer_sweep.sweep.optuna_sweeper import BEST_FILE
+from fer_sweep.sweep.storage import JOURNAL_FILE
 
 DEFAULT_TABLE = Path("multirun/reference/results.csv")
-STUDY_FILES = (".log", ".yaml", ".png")  # optuna_journal.log, best.yaml, optuna_*.png
 LOCAL_ONLY = ("output_dir",)  # paths on the machine that ran the job: meaningless to a reader
 
 
@@ -62,8 +63,8 @@ def _copy_files(run_dirs: Sequence[Path], folder: Path, rows: pd.DataFrame) -> N
     results.atomic_write_text(folder / "results.csv", rows.to_csv(index=False))
     results.atomic_write_text(folder / "report.md", report_markdown(rows, title=name))
     for run_dir in run_dirs:  # an Optuna study: its journal (the study itself), best.yaml and plots
-        for path in sorted(run_dir.glob("optuna_*")) + sorted(run_dir.glob("best.yaml")):
-            if path.is_file() and path.suffix in STUDY_FILES:
+        for path in (run_dir / JOURNAL_FILE, run_dir / BEST_FILE, *sorted(run_dir.glob("optuna_*.png"))):
+            if path.is_file():
                 shutil.copyfile(path, folder / path.name)
     unique = len({d.name for d in run_dirs}) == len(run_dirs)
     for run_dir in run_dirs:
