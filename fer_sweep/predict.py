@@ -58,6 +58,7 @@ class Predictor:
             raise CheckpointError(f"the ensemble's checkpoints disagree on classes: {names}")
         self.class_names = names[0]
         self.device, self.precision, self.tta = device, precision, tta
+        self.loaded = list(models)  # their metadata (path, config, val_acc); `models` are ready to run
         self.models = [self._prepare(m) for m in models]
 
     @classmethod

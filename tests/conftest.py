@@ -10,7 +10,7 @@ from typing import List
 import pytest
 from hydra import compose, initialize_config_dir
 
-from fer_sweep.app import CONFIG_DIR
+from fer_sweep.app import CONFIG_DIR, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -58,3 +58,14 @@ def run_cli(args: List[str], module: str = "fer_sweep", timeout: int = 600, env_
     env.update(PYTHONUNBUFFERED="1", **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
                           env=env, cwd=cwd or ROOT)
+
+
+def train_tiny(model: str, out: Path, *overrides: str) -> Path:
+    """One epoch on a tiny synthetic set: a real checkpoint, as `python -m fer_sweep` writes it, in ~2 s."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            f"output_dir={out}", f"model={model}", "data=synthetic", "data.n_train=140", "data.n_public=35",
+            "data.n_private=35", "trainer.epochs=1", "trainer.batch_size=64", "trainer.threads=1",
+            "trainer.plots=false", "trainer.precision=fp32", "trainer.device=cpu", *overrides])
+    train(cfg)
+    return out / "checkpoints" / "best.pt"

@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, train_tiny
 from fer_sweep import faces, predict
-from fer_sweep.app import CONFIG_DIR, train
 from fer_sweep.checkpoint import CheckpointError, load_checkpoint
 from fer_sweep.data.batches import DeviceBatches
 from fer_sweep.data.fer2013 import list_image_folder, read_fer2013
@@ -30,17 +28,6 @@ FP32 = Precision(torch.device("cpu"), "fp32")
 DETECTABLE_FACE = "test/surprise/PublicTest_42463795.jpg"
 needs_detector = pytest.mark.skipif(faces.detector_problem() is not None,
                                     reason=str(faces.detector_problem()))
-
-
-def train_tiny(model: str, out: Path) -> Path:
-    """One epoch on a tiny synthetic set: a real checkpoint, as `python -m fer_sweep` writes it, in ~2 s."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            f"output_dir={out}", f"model={model}", "data=synthetic", "data.n_train=140", "data.n_public=35",
-            "data.n_private=35", "trainer.epochs=1", "trainer.batch_size=64", "trainer.threads=1",
-            "trainer.plots=false", "trainer.precision=fp32", "trainer.device=cpu"])
-    train(cfg)
-    return out / "checkpoints" / "best.pt"
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,15 @@ def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
     assert main([str(sweep / "0"), str(copy), "--name", "jobs", "--command", "c", "--table", str(table)]) == 0
     assert (tmp_path / "reference" / "jobs" / "other_0_history.csv").exists()
 
+    # cells of one table run at different times: --append adds a command's rows, the same command again replaces
+    for command in ("cmd none", "cmd onecycle", "cmd onecycle"):
+        assert main([str(single), "--name", "cells", "--command", command, "--table", str(table), "--append"]) == 0
+    cells = pd.read_csv(table).query("sweep == 'cells'")
+    assert sorted(cells["command"]) == ["cmd none", "cmd onecycle"]
+    assert len(pd.read_csv(tmp_path / "reference" / "cells" / "results.csv")) == 2  # the folder holds all cells
+    assert main([str(single), "--name", "cells", "--command", "cmd x", "--table", str(table)]) == 0  # no --append
+    assert list(pd.read_csv(table).query("sweep == 'cells'")["command"]) == ["cmd x"]
+
 
 def test_an_empty_folder_is_refused(tmp_path, capsys):
     assert main([str(tmp_path), "--name", "x", "--command", "c", "--table", str(tmp_path / "t.csv")]) == 2

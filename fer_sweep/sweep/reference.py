@@ -6,7 +6,8 @@
 Each row is one job of results.csv's layout, plus the reference run it belongs to (`sweep`, from --name) and the
 `command` that ran it (several folders under one name: one command split over queues, e.g. one per core); the
 data file (`data_copy`, `data_fingerprint`) and the machine come from the jobs' own result.json. Adding a name
-again replaces that name's rows. The sweep's results.csv and report.md (and, for a single run, its history.csv,
+again replaces that name's rows; with --append it adds to them (cells of one table run at different times,
+each with its own command), replacing only earlier rows of the same command. The sweep's results.csv and report.md (and, for a single run, its history.csv,
 named after its folder when there are several; for an Optuna study, its journal, best.yaml and plots) are
 copied into a folder of that name beside the table. Read it all with one
 `pd.read_csv("multirun/reference/results.csv")`.
@@ -31,9 +32,10 @@ DEFAULT_TABLE = Path("multirun/reference/results.csv")
 LOCAL_ONLY = ("output_dir",)  # paths on the machine that ran the job: meaningless to a reader
 
 
-def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path = DEFAULT_TABLE) -> pd.DataFrame:
-    """Put the jobs of run_dirs into `table` under `name` (replacing earlier rows of that name); returns the
-    table."""
+def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path = DEFAULT_TABLE,
+                  append: bool = False) -> pd.DataFrame:
+    """Put the jobs of run_dirs into `table` under `name`, replacing earlier rows of that name (with `append`:
+    only those of the same command); returns the table."""
     frames = []
     for run_dir in run_dirs:
         found = results_frame(run_dir)
@@ -48,7 +50,8 @@ def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path
     frame["command"] = command
     if table.exists():
         old = pd.read_csv(table)
-        frame = pd.concat([old[old["sweep"] != name], frame], ignore_index=True)
+        replaced = (old["sweep"] == name) & ((old["command"] == command) if append else True)
+        frame = pd.concat([old[~replaced], frame], ignore_index=True)
     leading = ["sweep", "job", "model", "scheduler", "optimizer", "augmentation", "data", "experiment"]
     frame = frame[[c for c in leading if c in frame.columns] + [c for c in frame.columns if c not in leading]]
     results.atomic_write_text(table, frame.to_csv(index=False))
@@ -82,9 +85,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--name", required=True, help="the experiment's name in the table, e.g. seed_table_30ep")
     parser.add_argument("--command", required=True, help="the command that produced the runs")
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--append", action="store_true",
+                        help="add to the name's earlier rows (other commands) instead of replacing them")
     args = parser.parse_args(argv)
     try:
-        frame = add_reference(args.run_dirs, args.name, args.command, args.table)
+        frame = add_reference(args.run_dirs, args.name, args.command, args.table, args.append)
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,88 @@
+"""python -m fer_sweep.evaluate: checkpoints and their ensemble scored on FER2013's test split."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import run_cli, train_tiny
+from fer_sweep.checkpoint import load_checkpoint
+from fer_sweep.data import load_splits
+from fer_sweep.data.batches import DeviceBatches
+from fer_sweep.engine.loop import evaluate
+from fer_sweep.engine.precision import Precision
+
+FP32 = Precision(torch.device("cpu"), "fp32")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """A sweep folder with two jobs (different models and seeds), as a multirun leaves it."""
+    root = tmp_path_factory.mktemp("sweep")
+    train_tiny("cnn", root / "0", "seed=0")
+    train_tiny("resnet9", root / "1", "seed=1")
+    return root
+
+
+def expected(checkpoints, csv, split="test", tta="none"):
+    """Each checkpoint's accuracy and the averaged-probability ensemble's, computed without the command."""
+    faces = DeviceBatches(getattr(load_splits({"path": str(csv), "split": "official"}, seed=0), split))
+    results = [evaluate(load_checkpoint(c).model, faces, FP32, tta=tta) for c in checkpoints]
+    ensemble = torch.stack([r.probs for r in results]).mean(0).argmax(1)
+    return [r.acc for r in results] + [(ensemble == faces.labels).float().mean().item()], len(faces)
+
+
+def scores_of(out: Path):
+    return json.loads(out.read_text())
+
+
+def test_a_sweep_folder_scores_every_job_and_their_ensemble(sweep, mini_csv, tmp_path):
+    out = tmp_path / "scores.json"
+    proc = run_cli([str(sweep), "--data", str(mini_csv), "--tta", "flip", "-o", str(out)],
+                   module="fer_sweep.evaluate")
+    assert proc.returncode == 0, proc.stderr
+    written = scores_of(out)
+    assert written["split"] == "PrivateTest" and written["tta"] == "flip"
+    names = [s["name"] for s in written["scores"]]
+    assert names == [str(sweep / "0/checkpoints/best.pt"), str(sweep / "1/checkpoints/best.pt"), "ensemble"]
+    accs, n = expected([sweep / "0/checkpoints/best.pt", sweep / "1/checkpoints/best.pt"], mini_csv, tta="flip")
+    assert n == 360  # the mini sample's PrivateTest
+    assert [s["acc"] for s in written["scores"]] == pytest.approx(accs, abs=1e-6)
+    assert written["scores"][0]["val_acc"] is not None  # what the run selected on, read from the checkpoint
+    assert "ensemble" in proc.stdout and "PrivateTest, tta=flip: 2 checkpoint(s)" in proc.stdout
+
+
+def test_run_folders_and_files_mix_and_val_means_publictest(sweep, mini_csv, tmp_path):
+    out = tmp_path / "val.json"
+    proc = run_cli([str(sweep / "0"), str(sweep / "1/checkpoints/best.pt"), "--data", str(mini_csv),
+                    "--split", "val", "-o", str(out)], module="fer_sweep.evaluate")
+    assert proc.returncode == 0, proc.stderr
+    written = scores_of(out)
+    accs, n = expected([sweep / "0/checkpoints/best.pt", sweep / "1/checkpoints/best.pt"], mini_csv, "val")
+    assert written["split"] == "PublicTest" and n == 361
+    assert [s["acc"] for s in written["scores"]] == pytest.approx(accs, abs=1e-6)
+
+
+def test_one_checkpoint_has_no_ensemble_row(sweep, mini_csv):
+    proc = run_cli([str(sweep / "0"), "--data", str(mini_csv)], module="fer_sweep.evaluate")
+    assert proc.returncode == 0, proc.stderr
+    assert "ensemble" not in proc.stdout and "1 checkpoint(s)" in proc.stdout
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such checkpoint file or run folder"),
+    ("empty_folder", "no checkpoints/best.pt in this folder"),
+    ("no_data", "--data"),
+    ("bad_data", "no such file"),
+])
+def test_bad_input_exits_2_and_says_what(sweep, mini_csv, tmp_path, case, message):
+    (tmp_path / "empty").mkdir()
+    args = {"missing": [str(tmp_path / "nope.pt"), "--data", str(mini_csv)],
+            "empty_folder": [str(tmp_path / "empty"), "--data", str(mini_csv)],
+            "no_data": [str(sweep / "0")],  # trained on the synthetic set: no file to score on
+            "bad_data": [str(sweep / "0"), "--data", str(tmp_path / "missing.csv")]}[case]
+    proc = run_cli(args, module="fer_sweep.evaluate")
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
