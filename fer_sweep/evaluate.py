@@ -20,13 +20,14 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from fer_sweep import results
 from fer_sweep.checkpoint import CheckpointError
 from fer_sweep.data import DataError, load_splits, resolve_path
 from fer_sweep.data.batches import DeviceBatches
 from fer_sweep.engine.loop import evaluate
 from fer_sweep.engine.precision import PRECISIONS
 from fer_sweep.engine.techniques import TTA_MODES
-from fer_sweep.predict import Predictor
+from fer_sweep.predict import Predictor, positive_int
 
 SPLITS = {"test": "PrivateTest", "val": "PublicTest"}
 LABEL_KEYS = ("labels", "ferplus_mode", "merge_disgust")  # what decides the classes and which faces score
@@ -97,7 +98,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--tta", choices=TTA_MODES, default="none",
                    help="test-time augmentation: flip (the mirror), tencrop (5 crops x 2 mirrors)")
     p.add_argument("--output", "-o", type=Path, help="also write the scores as JSON here")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=positive_int, default=512)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     return p.parse_args(argv)
@@ -117,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"  {s.acc:.4f}  {s.name}{selected}")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps({"split": SPLITS[args.split], "tta": args.tta,
+        results.atomic_write_text(args.output, json.dumps({"split": SPLITS[args.split], "tta": args.tta,
                                            "scores": [asdict(s) for s in scores]}, indent=2))
     return 0
 

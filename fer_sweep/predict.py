@@ -299,8 +299,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="use the whole image when no face is found, instead of an error row")
     p.add_argument("--margin", type=float, default=MARGIN,
                    help="border around a detected face, as a fraction of its side")
-    p.add_argument("--batch-size", type=_positive, default=256)
-    p.add_argument("--workers", type=_positive, default=min(4, os.cpu_count() or 1), help="threads decoding images")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--workers", type=positive_int, default=min(4, os.cpu_count() or 1), help="threads decoding images")
     p.add_argument("--annotate", type=Path, metavar="DIR",
                    help="save each photo with boxes and emotions drawn on it, as PNG, here")
     p.add_argument("--ensemble", action="append", default=[], metavar="CHECKPOINT",
@@ -311,7 +311,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
