@@ -118,6 +118,7 @@ def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequenc
 def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: Trackers) -> Dict[str, Any]:
     t = cfg.trainer
     tic = time.perf_counter()
+    keep = checkpoint_choice(cfg)
     if t.threads:
         torch.set_num_threads(int(t.threads))
     device = resolve_device(t.device)
@@ -147,7 +148,7 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                           "config": OmegaConf.to_container(cfg, resolve=True)}
     ema = EMA(model, t.ema_decay) if t.ema_decay else None
     scored_model = ema.model if ema else model  # what validation, the checkpoint and the test score use
-    best = BestCheckpoint(scored_model, out / results.CHECKPOINT_FILE, lambda: checkpoint_payload)
+    best = BestCheckpoint(scored_model, out / results.CHECKPOINT_FILE, lambda: checkpoint_payload, keep=keep)
     run_callbacks: List[Callback] = [LogEpochs(t.epochs), ProgressBar(), best, trackers, *callbacks]
     if t.get("test_every_epoch"):  # benchmarks only (engine/test_curve.py); first, so the others see test_acc
         run_callbacks.insert(0, TestEveryEpoch(scored_model, test_set, precision, t.tta, start=tic))
@@ -183,7 +184,7 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                               "best_epoch": best.best_epoch or None,
                               "best_val_acc": best.best if best.best_epoch else None,
                               "final_val_acc": history.epochs[-1]["val_acc"] if history.epochs else None}
-    if best.best_epoch:  # score the test split with the best-val weights
+    if best.best_epoch:  # score the test split with the kept (best-val or last) weights
         state = torch.load(out / results.CHECKPOINT_FILE, weights_only=True)["state_dict"]
         scored_model.load_state_dict(state)
         test = evaluate(scored_model, test_set, precision, tta=t.tta)
@@ -208,6 +209,18 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     log.info("%s: best val acc %s (epoch %s), test acc %s, %.0fs", status, _fmt(result["best_val_acc"]),
              result["best_epoch"], _fmt(result["test_acc"]), result["train_time_s"])
     return result
+
+
+def checkpoint_choice(cfg: DictConfig) -> str:
+    """"best" or "last": which epoch's weights the run keeps and tests (trainer.checkpoint), checked against the
+    split: with data.split=full the val faces are trained on, so only the last epoch is an honest choice."""
+    choice = cfg.trainer.get("checkpoint", "best_val")
+    if choice not in ("best_val", "last"):
+        raise ConfigError(f"trainer.checkpoint={choice!r}; expected best_val or last")
+    if cfg.data.get("split") == "full" and choice != "last":
+        raise ConfigError("data.split=full trains on PublicTest, the val split, so its best-val epoch is picked on "
+                          "training faces: add trainer.checkpoint=last")
+    return "best" if choice == "best_val" else "last"
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:

@@ -179,6 +179,14 @@ def test_official_split(mini_csv):
         make_splits(read_fer2013(mini_csv), "random")
 
 
+def test_full_split_trains_on_training_and_publictest(mini_csv):
+    data = read_fer2013(mini_csv)
+    s = make_splits(data, "full")
+    assert s.sizes() == {"train": 2872 + 361, "val": 361, "test": 360}
+    assert np.bincount(s.train.usage, minlength=3).tolist() == [2872, 361, 0] and (s.val.usage == 1).all()
+    assert (s.test.usage == 2).all()
+
+
 def test_train_fraction_keeps_each_class_share_and_whole_scoring_splits(mini_csv):
     data = read_fer2013(mini_csv)
     whole, part = make_splits(data, "official"), make_splits(data, "official", seed=3, train_fraction=0.25)

@@ -129,9 +129,10 @@ def test_compiled_training_keeps_plain_checkpoints(make_cfg, tmp_path):
     assert load_checkpoint(tmp_path / CHECKPOINT_FILE).name == "resnet9"
 
 
-def test_test_split_is_scored_with_the_best_val_checkpoint(make_cfg, tmp_path, monkeypatch):
-    """Validation is made to call epoch 1 the best of 3: the test split must be scored with epoch 1's weights
-    (best.pt), not with the weights training ended on."""
+@pytest.mark.parametrize("keep", ["best_val", "last"])
+def test_test_split_is_scored_with_the_kept_checkpoint(make_cfg, tmp_path, monkeypatch, keep):
+    """Validation is made to call epoch 1 the best of 3: with trainer.checkpoint=best_val the test split must be
+    scored with epoch 1's weights (best.pt), not with the weights training ended on; with last, with those."""
     import dataclasses
 
     from fer_sweep import app
@@ -155,9 +156,29 @@ def test_test_split_is_scored_with_the_best_val_checkpoint(make_cfg, tmp_path, m
 
     monkeypatch.setattr(loop, "evaluate", validate)
     monkeypatch.setattr(app, "evaluate", test)
-    result = train(make_cfg(*FAST, "trainer.epochs=3", "trainer.plots=false"), tmp_path / "t")
+    result = train(make_cfg(*FAST, "trainer.epochs=3", "trainer.plots=false", f"trainer.checkpoint={keep}"),
+                   tmp_path / "t")
     checkpoint = torch.load(tmp_path / "t" / CHECKPOINT_FILE, weights_only=True)
-    assert result["best_epoch"] == 1 and checkpoint["epoch"] == 1 and len(val_states) == 3
+    kept = 1 if keep == "best_val" else 3
+    assert result["best_epoch"] == kept and checkpoint["epoch"] == kept and len(val_states) == 3
     (tested,) = test_states
-    assert same(tested, checkpoint["state_dict"]) and same(tested, val_states[0])
-    assert not same(tested, val_states[-1])
+    assert same(tested, checkpoint["state_dict"]) and same(tested, val_states[kept - 1])
+    assert not same(tested, val_states[2 if keep == "best_val" else 0])
+
+
+def test_full_split_trains_on_publictest_and_keeps_the_last_epoch(tmp_path, mini_csv):
+    """data.split=full through the CLI: refused without trainer.checkpoint=last (its val faces are trained on),
+    and with it Training+PublicTest train, the final epoch is tested."""
+    args = ["model=resnet9", f"data.path={mini_csv}", "data.split=full", "trainer.epochs=2", "trainer.plots=false",
+            "trainer.threads=1", "++data.cache_dir=null"]
+    proc = run_cli([*args, f"hydra.run.dir={tmp_path / 'refused'}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "data.split=full trains on PublicTest, the val split" in proc.stderr
+    assert "add trainer.checkpoint=last" in proc.stderr
+    proc = run_cli([*args, "trainer.checkpoint=bestval", f"hydra.run.dir={tmp_path / 'typo'}"])
+    assert proc.returncode == 2 and "trainer.checkpoint='bestval'; expected best_val or last" in proc.stderr
+    proc = run_cli([*args, "trainer.checkpoint=last", f"hydra.run.dir={tmp_path / 'run'}"])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["split_sizes"] == {"train": 2872 + 361, "val": 361, "test": 360}
+    assert result["best_epoch"] == result["epochs_run"] == 2 and result["test_acc"] > 0

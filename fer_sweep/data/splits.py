@@ -2,6 +2,8 @@
 
 ``seed`` (the article's protocol): Training+PublicTest shuffled with the run's seed and split 80/20 into
 train/val; PrivateTest is the test set. ``official``: Training / PublicTest / PrivateTest as published.
+``full``: train on Training+PublicTest for a final run (PublicTest stays the val split, so val accuracy is no
+longer held out and the run keeps its last epoch: ``trainer.checkpoint=last``); PrivateTest is the test set.
 ``train_fraction`` < 1 keeps a class-stratified, seeded part of train only (val and test stay whole): short
 hyper-parameter searches see every face they are scored on, at a fraction of the cost.
 """
@@ -15,7 +17,7 @@ import numpy as np
 from fer_sweep.data.arrays import USAGES, FERArrays
 from fer_sweep.data.errors import DataError
 
-SPLITS = ("seed", "official")
+SPLITS = ("seed", "official", "full")
 
 
 @dataclass
@@ -58,6 +60,8 @@ def make_splits(data: FERArrays, split: str = "seed", seed: int = 0, val_fractio
         train, val = np.sort(pool[n_val:]), np.sort(pool[:n_val])
     elif split == "official":
         train, val = usage["Training"], usage["PublicTest"]
+    elif split == "full":
+        train, val = np.sort(np.concatenate([usage["Training"], usage["PublicTest"]])), usage["PublicTest"]
     else:
         raise DataError(f"unknown data.split {split!r}; expected one of {list(SPLITS)}")
     test = usage["PrivateTest"]

@@ -67,16 +67,21 @@ class ProgressBar(Callback):
 
 
 class BestCheckpoint(Callback):
-    """Saves the model whenever val accuracy improves, with whatever `payload()` adds (config, classes...)."""
+    """Saves the model whenever val accuracy improves, with whatever `payload()` adds (config, classes...).
+
+    keep="last" saves every epoch instead: for runs whose val split is trained on (data.split=full), where the
+    best-val epoch would be a choice made on training faces."""
 
     def __init__(self, model: torch.nn.Module, path: Path, payload: Callable[[], Dict[str, Any]],
-                 monitor: str = "val_acc"):
-        self.model, self.path, self.payload, self.monitor = model, Path(path), payload, monitor
+                 monitor: str = "val_acc", keep: str = "best"):
+        if keep not in ("best", "last"):
+            raise ValueError(f"keep={keep!r}; expected 'best' or 'last'")
+        self.model, self.path, self.payload, self.monitor, self.keep = model, Path(path), payload, monitor, keep
         self.best = float("-inf")
         self.best_epoch = 0
 
     def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
-        if metrics[self.monitor] > self.best:
+        if self.keep == "last" or metrics[self.monitor] > self.best:
             self.best, self.best_epoch = metrics[self.monitor], epoch
             from fer_sweep.results import atomic_torch_save
 
