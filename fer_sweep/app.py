@@ -132,6 +132,9 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
              cfg.data.get("split", "seed"), splits.sizes(), device, precision.name)
     if dataset != "synthetic":
         log.info("data: %s", describe(splits.train))
+    if cfg.data.get("split") == "full":
+        log.info("data: split=full trains on the val split (PublicTest) too: val accuracy is not held out, and the "
+                 "run keeps its last epoch")
     train_set, val_set, test_set = (DeviceBatches(s, device) for s in (splits.train, splits.val, splits.test))
 
     model_kwargs = {k: v for k, v in cfg.model.items() if k != "name"}

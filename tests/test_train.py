@@ -179,6 +179,7 @@ def test_full_split_trains_on_publictest_and_keeps_the_last_epoch(tmp_path, mini
     assert proc.returncode == 2 and "trainer.checkpoint='bestval'; expected best_val or last" in proc.stderr
     proc = run_cli([*args, "trainer.checkpoint=last", f"hydra.run.dir={tmp_path / 'run'}"])
     assert proc.returncode == 0, proc.stderr
+    assert "split=full trains on the val split (PublicTest) too" in (tmp_path / "run" / "app.log").read_text()
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["split_sizes"] == {"train": 2872 + 361, "val": 361, "test": 360}
     assert result["best_epoch"] == result["epochs_run"] == 2 and result["test_acc"] > 0
