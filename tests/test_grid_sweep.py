@@ -98,6 +98,15 @@ def test_report_mean_std_over_seeds():
     assert pivot(summary, "model", "scheduler").loc["cnn", "none"] == "0.700 ± 0.100 (n=3)"
 
 
+def test_report_cells_follow_the_precision_a_run_used_not_the_one_asked_for():
+    frame = pd.DataFrame({"model": ["resnet9"] * 4, "scheduler": ["onecycle"] * 4, "status": ["completed"] * 4,
+                          "trainer.precision": [None, "fp32", "fp32", "bf16"], "precision": ["fp32"] * 3 + ["bf16"],
+                          "seed": [0, 1, 2, 0], "test_acc": [0.66, 0.67, 0.68, 0.69]})
+    summary = summarize(frame)
+    assert summary.attrs["split_by"] == ["precision"]
+    assert summary[["precision", "n"]].values.tolist() == [["bf16", 1], ["fp32", 3]]
+
+
 def test_report_averages_only_over_seeds_and_keeps_other_settings_apart(tmp_path, capsys):
     frame = pd.DataFrame({"model": ["cnn"] * 5, "scheduler": ["none"] * 5, "status": ["completed"] * 5,
                           "optimizer.lr": [0.001, 0.001, 0.1, 0.1, 0.1], "seed": [0, 1, 0, 1, 2],

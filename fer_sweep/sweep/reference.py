@@ -15,6 +15,7 @@ copied into a folder of that name beside the table. Read it all with one
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 import sys
 from pathlib import Path
@@ -54,7 +55,9 @@ def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path
         frame = pd.concat([old[~replaced], frame], ignore_index=True)
     leading = ["sweep", "job", "model", "scheduler", "optimizer", "augmentation", "data", "experiment"]
     frame = frame[[c for c in leading if c in frame.columns] + [c for c in frame.columns if c not in leading]]
-    results.atomic_write_text(table, frame.to_csv(index=False))
+    text = frame.to_csv(index=False)
+    results.atomic_write_text(table, text)
+    frame = pd.read_csv(io.StringIO(text))  # what a reader gets: new rows' "1" and old rows' 1 are one value
     _copy_files(run_dirs, table.parent / name, frame[frame["sweep"] == name])
     return frame
 
