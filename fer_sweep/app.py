@@ -25,7 +25,7 @@ from fer_sweep.data import dataset_name, load_dataset, load_splits, resolve_path
 from fer_sweep.data.batches import MEAN, STD, DeviceBatches
 from fer_sweep.data.fingerprint import data_identity, describe
 from fer_sweep.data.shift import shift_warning
-from fer_sweep.engine.callbacks import BestCheckpoint, Callback, LogEpochs, ProgressBar
+from fer_sweep.engine.callbacks import CHECKPOINT_CHOICES, BestCheckpoint, Callback, LogEpochs, ProgressBar
 from fer_sweep.engine.test_curve import TestEveryEpoch
 from fer_sweep.engine.loop import evaluate, fit
 from fer_sweep.engine.precision import describe_machine, resolve_device, resolve_precision
@@ -215,15 +215,15 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
 
 
 def checkpoint_choice(cfg: DictConfig) -> str:
-    """"best" or "last": which epoch's weights the run keeps and tests (trainer.checkpoint), checked against the
+    """best_val or last: which epoch's weights the run keeps and tests (trainer.checkpoint), checked against the
     split: with data.split=full the val faces are trained on, so only the last epoch is an honest choice."""
     choice = cfg.trainer.get("checkpoint", "best_val")
-    if choice not in ("best_val", "last"):
+    if choice not in CHECKPOINT_CHOICES:
         raise ConfigError(f"trainer.checkpoint={choice!r}; expected best_val or last")
     if cfg.data.get("split") == "full" and choice != "last":
         raise ConfigError("data.split=full trains on PublicTest, the val split, so its best-val epoch is picked on "
                           "training faces: add trainer.checkpoint=last")
-    return "best" if choice == "best_val" else "last"
+    return choice
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:

@@ -66,16 +66,19 @@ class ProgressBar(Callback):
         return False
 
 
+CHECKPOINT_CHOICES = ("best_val", "last")  # trainer.checkpoint: which epoch's weights a run keeps
+
+
 class BestCheckpoint(Callback):
     """Saves the model whenever val accuracy improves, with whatever `payload()` adds (config, classes...).
 
-    keep="last" saves every epoch instead: for runs whose val split is trained on (data.split=full), where the
+    keep="last" (trainer.checkpoint) saves every epoch instead: for runs whose val split is trained on (data.split=full), where the
     best-val epoch would be a choice made on training faces."""
 
     def __init__(self, model: torch.nn.Module, path: Path, payload: Callable[[], Dict[str, Any]],
-                 monitor: str = "val_acc", keep: str = "best"):
-        if keep not in ("best", "last"):
-            raise ValueError(f"keep={keep!r}; expected 'best' or 'last'")
+                 monitor: str = "val_acc", keep: str = "best_val"):
+        if keep not in CHECKPOINT_CHOICES:
+            raise ValueError(f"keep={keep!r}; expected one of {CHECKPOINT_CHOICES}")
         self.model, self.path, self.payload, self.monitor, self.keep = model, Path(path), payload, monitor, keep
         self.best = float("-inf")
         self.best_epoch = 0
