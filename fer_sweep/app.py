@@ -25,6 +25,7 @@ from fer_sweep.data import dataset_name, load_dataset, load_splits, resolve_path
 from fer_sweep.data.batches import MEAN, STD, DeviceBatches
 from fer_sweep.data.fingerprint import data_identity, describe
 from fer_sweep.data.shift import shift_warning
+from fer_sweep.engine.budget import epochs_within, estimate_epoch
 from fer_sweep.engine.callbacks import CHECKPOINT_CHOICES, BestCheckpoint, Callback, LogEpochs, ProgressBar
 from fer_sweep.engine.test_curve import TestEveryEpoch
 from fer_sweep.engine.loop import evaluate, fit
@@ -144,8 +145,12 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     model = build_model(cfg.model.name, num_classes=len(class_names), **model_kwargs)
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), weight_decay=t.weight_decay)
-    schedule = build_schedule(cfg.scheduler, optimizer, t.epochs, train_set.num_batches(t.batch_size))
     augment = build_augmentation(**cfg.augmentation)
+    # FER+ votes train as the data config says (engine/targets.py); FER2013 and FER+ majority: one class each
+    target_mode = cfg.data.get("ferplus_mode", "label") if splits.train.targets is not None else "label"
+    if t.get("time_budget_s"):  # the epochs that fit in the budget on this machine (engine/budget.py)
+        fit_epochs_to_budget(cfg, model, train_set, val_set, test_set, precision, augment, target_mode, tic)
+    schedule = build_schedule(cfg.scheduler, optimizer, t.epochs, train_set.num_batches(t.batch_size))
     checkpoint_payload = {"model": cfg.model.name, "model_kwargs": model_kwargs, "class_names": class_names,
                           "normalization": {"mean": MEAN, "std": STD}, "dataset": dataset,
                           "config": OmegaConf.to_container(cfg, resolve=True)}
@@ -155,8 +160,6 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     run_callbacks: List[Callback] = [LogEpochs(t.epochs), ProgressBar(), best, trackers, *callbacks]
     if t.get("test_every_epoch"):  # benchmarks only (engine/test_curve.py); first, so the others see test_acc
         run_callbacks.insert(0, TestEveryEpoch(scored_model, test_set, precision, t.tta, start=tic))
-    # FER+ votes train as the data config says (engine/targets.py); FER2013 and FER+ majority: one class each
-    target_mode = cfg.data.get("ferplus_mode", "label") if splits.train.targets is not None else "label"
     if target_mode == "multi_target" and (t.mixup_alpha or t.cutmix_alpha or t.class_weights or t.label_smoothing):
         raise ConfigError("data.ferplus_mode=multi_target trains on sets of acceptable classes: it takes no mixup, "
                          "cutmix, class weights or label smoothing")
@@ -182,7 +185,7 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                               **data_identity(splits.train), **describe_run(cfg),
                               "params": count_parameters(model), "device": str(device),
                               "precision": precision.name, "machine": describe_machine(device),
-                              "tta": t.tta, "split_sizes": splits.sizes(),
+                              "tta": t.tta, "time_budget_s": t.get("time_budget_s"), "split_sizes": splits.sizes(),
                               "class_names": class_names, "epochs_run": len(history.epochs),
                               "best_epoch": best.best_epoch or None,
                               "best_val_acc": best.best if best.best_epoch else None,
@@ -212,6 +215,23 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     log.info("%s: best val acc %s (epoch %s), test acc %s, %.0fs", status, _fmt(result["best_val_acc"]),
              result["best_epoch"], _fmt(result["test_acc"]), result["train_time_s"])
     return result
+
+
+def fit_epochs_to_budget(cfg: DictConfig, model, train_set, val_set, test_set, precision, augment, target_mode: str,
+                         tic: float) -> None:
+    """Set cfg.trainer.epochs to the most that fit in trainer.time_budget_s (counted from `tic`, the run's start),
+    capped at its current value, so the schedule, result.json and the checkpoint's config all say what ran."""
+    t = cfg.trainer
+    def make_optimizer(params):
+        return build_optimizer(cfg.optimizer, params, weight_decay=t.weight_decay)
+
+    estimate = estimate_epoch(model, make_optimizer, train_set, val_set, test_set, precision, int(t.batch_size),
+                              None if augment.is_identity else augment, t.tta, target_mode)
+    epochs = epochs_within(float(t.time_budget_s), time.perf_counter() - tic, estimate, cap=int(t.epochs))
+    log.info("time budget %.0f s: an epoch takes ~%.1f s here (%d steps of %.0f ms, validation %.1f s), the test "
+             "pass ~%.0f s -> %d epochs (trainer.epochs=%d is the cap)", float(t.time_budget_s), estimate.epoch_s,
+             estimate.steps_per_epoch, estimate.step_s * 1000, estimate.val_s, estimate.test_s, epochs, int(t.epochs))
+    t.epochs = epochs
 
 
 def checkpoint_choice(cfg: DictConfig) -> str:

@@ -1,0 +1,61 @@
+"""trainer.time_budget_s: the epochs that fit on this machine, measured before training (engine/budget.py)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fer_sweep.app import train
+from fer_sweep.data.arrays import FERArrays
+from fer_sweep.data.batches import DeviceBatches
+from fer_sweep.engine.budget import FINISH_S, SLACK, EpochEstimate, epochs_within, estimate_epoch
+from fer_sweep.engine.precision import resolve_precision
+from fer_sweep.errors import ConfigError
+from fer_sweep.models import build_model
+from fer_sweep.optim import build_optimizer
+from tests.conftest import FAST, run_cli
+
+
+def split(n: int, seed: int) -> DeviceBatches:
+    rng = np.random.default_rng(seed)
+    return DeviceBatches(FERArrays(rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
+                                   rng.integers(0, 7, n).astype(np.int64), np.zeros(n, np.int8), source="test"))
+
+
+def test_epochs_within_counts_whole_epochs_after_the_time_used_and_the_test_pass():
+    estimate = EpochEstimate(step_s=0.1, steps_per_epoch=100, val_s=2.0, test_s=20.0)  # 12 s an epoch
+    left = 600 - 30 - 20 - FINISH_S
+    assert epochs_within(600, 30, estimate, cap=1000) == int(left * SLACK // 12)
+    assert epochs_within(600, 30, estimate, cap=5) == 5
+    with pytest.raises(ConfigError, match=r"trainer.time_budget_s=40: an epoch takes about 12 s"):
+        epochs_within(40, 5, estimate, cap=10)
+
+
+def test_estimate_epoch_leaves_the_model_and_the_random_streams_alone():
+    torch.manual_seed(0)
+    model = build_model("resnet9")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng_before = torch.get_rng_state()
+    train_set, val_set, test_set = split(96, 0), split(40, 1), split(20, 2)
+    estimate = estimate_epoch(model, lambda p: build_optimizer({"name": "adam", "lr": 1e-3}, p), train_set,
+                              val_set, test_set, resolve_precision("fp32", torch.device("cpu")), batch_size=32,
+                              tta="tencrop", steps=2, warmup=1)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(rng_before, torch.get_rng_state())
+    assert estimate.steps_per_epoch == 3 and estimate.step_s > 0 and estimate.val_s > 0
+    assert estimate.test_s == pytest.approx(estimate.val_s * 10 * 20 / 40)  # ten views of half as many faces
+
+
+def test_a_budget_sets_the_epochs_that_ran_and_says_so(make_cfg, tmp_path):
+    cfg = make_cfg(*FAST, "trainer.epochs=3", "trainer.time_budget_s=600", "trainer.plots=false")
+    result = train(cfg, tmp_path / "r")
+    assert result["epochs"] == result["epochs_run"] == 3 and result["time_budget_s"] == 600  # the cap
+    assert cfg.trainer.epochs == 3
+
+
+def test_too_small_a_budget_exits_2_naming_the_key(tmp_path):
+    proc = run_cli([*FAST, "trainer.time_budget_s=1", f"hydra.run.dir={tmp_path}"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "trainer.time_budget_s=1: an epoch takes about" in proc.stderr
+    assert not (tmp_path / "result.json").exists() or json.loads((tmp_path / "result.json").read_text())[
+        "status"] != "completed"
