@@ -25,7 +25,7 @@ from fer_sweep.data import dataset_name, load_dataset, load_splits, resolve_path
 from fer_sweep.data.batches import MEAN, STD, DeviceBatches
 from fer_sweep.data.fingerprint import data_identity, describe
 from fer_sweep.data.shift import shift_warning
-from fer_sweep.engine.budget import epochs_within, estimate_epoch
+from fer_sweep.engine.budget import FINISH_S, Deadline, epochs_within, estimate_epoch
 from fer_sweep.engine.callbacks import CHECKPOINT_CHOICES, BestCheckpoint, Callback, LogEpochs, ProgressBar
 from fer_sweep.engine.test_curve import TestEveryEpoch
 from fer_sweep.engine.loop import evaluate, fit
@@ -148,9 +148,13 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     augment = build_augmentation(**cfg.augmentation)
     # FER+ votes train as the data config says (engine/targets.py); FER2013 and FER+ majority: one class each
     target_mode = cfg.data.get("ferplus_mode", "label") if splits.train.targets is not None else "label"
-    if t.get("time_budget_s"):  # the epochs that fit in the budget on this machine (engine/budget.py)
-        fit_epochs_to_budget(cfg, model, train_set, val_set, test_set, precision, augment, target_mode, tic)
-    schedule = build_schedule(cfg.scheduler, optimizer, t.epochs, train_set.num_batches(t.batch_size))
+    # a time budget: the epochs that fit on this machine, and a deadline that keeps to it (engine/budget.py)
+    reserve_s = (fit_epochs_to_budget(cfg, model, train_set, val_set, test_set, precision, augment, target_mode, tic)
+                 if t.get("time_budget_s") else None)
+    steps_per_epoch = train_set.num_batches(t.batch_size)
+    schedule = build_schedule(cfg.scheduler, optimizer, t.epochs, steps_per_epoch)
+    deadline = (Deadline(float(t.time_budget_s), tic, int(t.epochs), reserve_s, schedule, steps_per_epoch)
+                if reserve_s is not None else None)
     checkpoint_payload = {"model": cfg.model.name, "model_kwargs": model_kwargs, "class_names": class_names,
                           "normalization": {"mean": MEAN, "std": STD}, "dataset": dataset,
                           "config": OmegaConf.to_container(cfg, resolve=True)}
@@ -158,6 +162,8 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     scored_model = ema.model if ema else model  # what validation, the checkpoint and the test score use
     best = BestCheckpoint(scored_model, out / results.CHECKPOINT_FILE, lambda: checkpoint_payload, keep=keep)
     run_callbacks: List[Callback] = [LogEpochs(t.epochs), ProgressBar(), best, trackers, *callbacks]
+    if deadline is not None:
+        run_callbacks.append(deadline)
     if t.get("test_every_epoch"):  # benchmarks only (engine/test_curve.py); first, so the others see test_acc
         run_callbacks.insert(0, TestEveryEpoch(scored_model, test_set, precision, t.tta, start=tic))
     if target_mode == "multi_target" and (t.mixup_alpha or t.cutmix_alpha or t.class_weights or t.label_smoothing):
@@ -177,6 +183,8 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                   label_smoothing=t.label_smoothing, class_weights=class_weights, ema=ema,
                   mixup_alpha=t.mixup_alpha, cutmix_alpha=t.cutmix_alpha, num_classes=len(class_names),
                   target_mode=target_mode, callbacks=run_callbacks)
+    if deadline is not None:
+        t.epochs = deadline.epochs  # the plan that ran (fewer epochs when the machine ran slower than probed)
     status = history.status
     if history.stopped_early and any(getattr(cb, "pruned", False) for cb in callbacks):
         status = "pruned"
@@ -218,9 +226,10 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
 
 
 def fit_epochs_to_budget(cfg: DictConfig, model, train_set, val_set, test_set, precision, augment, target_mode: str,
-                         tic: float) -> None:
+                         tic: float) -> float:
     """Set cfg.trainer.epochs to the most that fit in trainer.time_budget_s (counted from `tic`, the run's start),
-    capped at its current value, so the schedule, result.json and the checkpoint's config all say what ran."""
+    capped at its current value, so the schedule, result.json and the checkpoint's config all say what ran.
+    Returns the seconds to keep free after the last epoch (the test pass and the run's files)."""
     t = cfg.trainer
     def make_optimizer(params):
         return build_optimizer(cfg.optimizer, params, weight_decay=t.weight_decay)
@@ -232,6 +241,7 @@ def fit_epochs_to_budget(cfg: DictConfig, model, train_set, val_set, test_set, p
              "pass ~%.0f s -> %d epochs (trainer.epochs=%d is the cap)", float(t.time_budget_s), estimate.epoch_s,
              estimate.steps_per_epoch, estimate.step_s * 1000, estimate.val_s, estimate.test_s, epochs, int(t.epochs))
     t.epochs = epochs
+    return estimate.test_s + FINISH_S
 
 
 def checkpoint_choice(cfg: DictConfig) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
 from torch.optim import lr_scheduler
@@ -44,10 +44,18 @@ def build_optimizer(cfg: Mapping[str, Any], params: Iterable, weight_decay: floa
 
 
 class Schedule:
-    """Wraps a torch scheduler and knows whether it steps per batch, per epoch, or on the val loss."""
+    """Wraps a torch scheduler and knows whether it steps per batch, per epoch, or on the val loss.
 
-    def __init__(self, scheduler: Optional[Any] = None, per: str = "none"):
-        self.scheduler, self.per = scheduler, per
+    `retarget(total_steps)`, for schedules shaped by the run's length, re-fits the rest of the schedule to a
+    new length (a time budget that turns out shorter, engine/budget.py); the others ignore it."""
+
+    def __init__(self, scheduler: Optional[Any] = None, per: str = "none",
+                 retarget: Optional[Callable[[int], None]] = None):
+        self.scheduler, self.per, self._retarget = scheduler, per, retarget
+
+    def set_total_steps(self, total_steps: int) -> None:
+        if self._retarget is not None:
+            self._retarget(total_steps)
 
     def after_batch(self) -> None:
         if self.per == "batch":
@@ -70,23 +78,32 @@ def onecycle(optimizer, epochs: int, steps_per_epoch: int, pct_start: float = 0.
              final_div_factor: float = 1e4, anneal_strategy: str = "cos") -> Schedule:
     """OneCycleLR stepped per batch; max_lr is the optimizer's configured lr."""
     max_lr = [g["lr"] for g in optimizer.param_groups]
-    return Schedule(lr_scheduler.OneCycleLR(
+    scheduler = lr_scheduler.OneCycleLR(
         optimizer, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=pct_start,
-        div_factor=div_factor, final_div_factor=final_div_factor, anneal_strategy=anneal_strategy), "batch")
+        div_factor=div_factor, final_div_factor=final_div_factor, anneal_strategy=anneal_strategy)
+
+    def retarget(total_steps: int) -> None:
+        """The phases OneCycleLR would have had for total_steps (its two-phase layout); the step count stays."""
+        scheduler.total_steps = total_steps
+        warmup, anneal = scheduler._schedule_phases
+        warmup["end_step"], anneal["end_step"] = float(pct_start * total_steps) - 1, total_steps - 1
+
+    return Schedule(scheduler, "batch", retarget)
 
 
 @SCHEDULERS.register("cosine")
 def cosine(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.0) -> Schedule:
     """Linear warm-up for warmup_epochs, then cosine decay to min_lr_ratio * lr; stepped per batch."""
-    total, warmup = epochs * steps_per_epoch, int(warmup_epochs * steps_per_epoch)
+    plan = {"total": epochs * steps_per_epoch}
+    warmup = int(warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        progress = min(1.0, (step - warmup) / max(1, plan["total"] - warmup))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return Schedule(lr_scheduler.LambdaLR(optimizer, factor), "batch")
+    return Schedule(lr_scheduler.LambdaLR(optimizer, factor), "batch", lambda total: plan.update(total=total))
 
 
 @SCHEDULERS.register("step")

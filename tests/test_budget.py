@@ -8,11 +8,11 @@ import torch
 from fer_sweep.app import train
 from fer_sweep.data.arrays import FERArrays
 from fer_sweep.data.batches import DeviceBatches
-from fer_sweep.engine.budget import FINISH_S, SLACK, EpochEstimate, epochs_within, estimate_epoch
+from fer_sweep.engine.budget import FINISH_S, SLACK, Deadline, EpochEstimate, epochs_within, estimate_epoch
 from fer_sweep.engine.precision import resolve_precision
 from fer_sweep.errors import ConfigError
 from fer_sweep.models import build_model
-from fer_sweep.optim import build_optimizer
+from fer_sweep.optim import Schedule, build_optimizer, build_schedule
 from tests.conftest import FAST, run_cli
 
 
@@ -59,3 +59,48 @@ def test_too_small_a_budget_exits_2_naming_the_key(tmp_path):
     assert "trainer.time_budget_s=1: an epoch takes about" in proc.stderr
     assert not (tmp_path / "result.json").exists() or json.loads((tmp_path / "result.json").read_text())[
         "status"] != "completed"
+
+
+@pytest.mark.parametrize("name", ["onecycle", "cosine"])
+def test_a_retargeted_schedule_continues_as_one_built_for_the_new_length(name):
+    """After retarget, every later step's lr (and OneCycle's momentum) is the one a schedule built for the new
+    length gives at that step."""
+    def make(epochs):
+        optimizer = build_optimizer({"name": "adam", "lr": 1e-2}, [torch.nn.Parameter(torch.zeros(1))])
+        optimizer.step()  # the order the loop keeps (no warning about the scheduler stepping first)
+        return optimizer, build_schedule({"name": name}, optimizer, epochs, steps_per_epoch=10)
+
+    (opt_a, long), (opt_b, short) = make(10), make(6)
+    for _ in range(23):
+        long.after_batch()
+        short.after_batch()
+    long.set_total_steps(60)
+    for _ in range(60 - 23 - 1):
+        long.after_batch()
+        short.after_batch()
+        assert opt_a.param_groups[0]["lr"] == pytest.approx(opt_b.param_groups[0]["lr"])
+        assert opt_a.param_groups[0]["betas"] == pytest.approx(opt_b.param_groups[0]["betas"])
+
+
+def test_deadline_plans_fewer_epochs_when_they_run_slow_and_never_more():
+    now = [0.0]
+    retargets = []
+    schedule = Schedule(retarget=retargets.append)
+    deadline = Deadline(budget_s=100, start=0.0, epochs=10, reserve_s=10, schedule=schedule, steps_per_epoch=5,
+                        clock=lambda: now[0])
+    deadline.on_train_start(5)
+    stops = []
+    for epoch in range(1, 11):
+        now[0] += 10.0  # 10 s an epoch: 9 fit in the 90 s before the reserve, not the 10 planned
+        stops.append(deadline.on_epoch_end(epoch, {}))
+        if stops[-1]:
+            break
+    assert deadline.epochs == 9 and stops == [False] * 8 + [True] and retargets == [45]
+    fast = Deadline(budget_s=1000, start=0.0, epochs=3, reserve_s=0, schedule=schedule, steps_per_epoch=5,
+                    clock=lambda: now[0])
+    fast.on_train_start(5)
+    ends = []
+    for epoch in (1, 2, 3):
+        now[0] += 1.0
+        ends.append(fast.on_epoch_end(epoch, {}))
+    assert ends == [False, False, True] and fast.epochs == 3

@@ -5,28 +5,38 @@ CPU with AMX and 175 ms on one with AVX-512 bf16 alone. So the epoch count is me
 training, a few optimisation steps and one validation pass on a throwaway copy of the model give the time of an
 epoch, and the run takes as many epochs as fit in what is left of the budget (at most `trainer.epochs`). The
 schedule (OneCycle's warm-up and anneal) is then built for that many epochs, as for any fixed count.
+
+A shared CPU's speed drifts (on the 2-core Xeon the probe said 36 s an epoch and epochs took 37-47 s), so
+`Deadline` watches the pace: after each epoch, when the epochs left no longer fit at the pace of the last few,
+it plans fewer and re-fits the rest of the schedule to them (its anneal ends sooner); it never plans more.
 """
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import torch
 import torch.nn as nn
 
 from fer_sweep.data.batches import Batches, normalize
+from fer_sweep.engine.callbacks import Callback
 from fer_sweep.engine.loop import evaluate, train_step
 from fer_sweep.engine.precision import Precision
 from fer_sweep.engine.targets import batch_targets
 from fer_sweep.engine.techniques import tta_views
 from fer_sweep.errors import ConfigError
+from fer_sweep.optim import Schedule
 
 SLACK = 0.97          # epochs vary by a few percent (the EPYC's 72 ran 41-50 s): plan on 97% of the time left
 FINISH_S = 10.0       # history, checkpoint reload and plots after the last epoch
+PACE_EPOCHS = 3       # Deadline's pace: the mean wall time of the last few epochs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,3 +89,32 @@ def epochs_within(budget_s: float, elapsed_s: float, estimate: EpochEstimate, ca
                           f"test pass ({estimate.test_s:.0f} s) {max(left, 0):.0f} s are left: raise the budget "
                           "or set it to null and give trainer.epochs")
     return min(epochs, cap)
+
+
+class Deadline(Callback):
+    """Ends a budgeted run inside its budget when epochs take longer than planned: fewer epochs, the schedule
+    re-fitted to them (see the module's docstring). `epochs` is the plan as it stands."""
+
+    def __init__(self, budget_s: float, start: float, epochs: int, reserve_s: float, schedule: Schedule,
+                 steps_per_epoch: int, clock: Callable[[], float] = time.perf_counter):
+        self.budget_s, self.start, self.epochs, self.reserve_s = budget_s, start, epochs, reserve_s
+        self.schedule, self.steps_per_epoch, self.clock = schedule, steps_per_epoch, clock
+        self.ends: List[float] = []
+
+    def on_train_start(self, num_batches: int) -> None:
+        self.ends = [self.clock()]
+
+    def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
+        now = self.clock()
+        self.ends.append(now)
+        recent = self.ends[-(PACE_EPOCHS + 1):]
+        pace = max((recent[-1] - recent[0]) / (len(recent) - 1), 1e-6)
+        left = self.budget_s - (now - self.start) - self.reserve_s
+        fits = epoch + max(0, math.floor(left / pace))
+        if fits < self.epochs:
+            log.info("time budget: epochs take ~%.1f s now, so %d epochs fit, not %d: the schedule ends sooner",
+                     pace, max(fits, epoch), self.epochs)
+            self.epochs = max(fits, epoch)
+            if self.epochs > epoch:
+                self.schedule.set_total_steps(self.epochs * self.steps_per_epoch)
+        return epoch >= self.epochs
