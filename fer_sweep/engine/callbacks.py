@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 
@@ -29,12 +29,12 @@ class Callback:
 class LogEpochs(Callback):
     """One log line per epoch, so runs in sweeps and files are readable without a progress bar."""
 
-    def __init__(self, epochs: int):
-        self.epochs = epochs
+    def __init__(self, epochs: Union[int, Callable[[], int]]):
+        self.epochs = epochs  # or the current plan's epochs, for a time-budgeted run (engine/budget.py)
 
     def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
         log.info("epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f acc %.4f  (%.1fs)", epoch,
-                 self.epochs, metrics["lr"], metrics["train_loss"], metrics["train_acc"], metrics["val_loss"],
+                 self.epochs() if callable(self.epochs) else self.epochs, metrics["lr"], metrics["train_loss"], metrics["train_acc"], metrics["val_loss"],
                  metrics["val_acc"], metrics["epoch_time_s"])
         return False
 
