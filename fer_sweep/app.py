@@ -149,6 +149,7 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     # FER+ votes train as the data config says (engine/targets.py); FER2013 and FER+ majority: one class each
     target_mode = cfg.data.get("ferplus_mode", "label") if splits.train.targets is not None else "label"
     # a time budget: the epochs that fit on this machine, and a deadline that keeps to it (engine/budget.py)
+    epoch_cap = int(t.epochs)
     reserve_s = (fit_epochs_to_budget(cfg, model, train_set, val_set, test_set, precision, augment, target_mode, tic)
                  if t.get("time_budget_s") else None)
     steps_per_epoch = train_set.num_batches(t.batch_size)
@@ -167,7 +168,7 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     deadline = None
     if reserve_s is not None:  # the deadline's clock leaves out a benchmark's test scoring, as elapsed_s does
         deadline = Deadline(float(t.time_budget_s), tic, int(t.epochs), reserve_s, schedule, steps_per_epoch,
-                            clock=(lambda: time.perf_counter() - tester.scoring_s) if tester else time.perf_counter)
+                            cap=epoch_cap, clock=(lambda: time.perf_counter() - tester.scoring_s) if tester else time.perf_counter)
         run_callbacks.append(deadline)
         log_epochs.epochs = lambda: deadline.epochs
     if target_mode == "multi_target" and (t.mixup_alpha or t.cutmix_alpha or t.class_weights or t.label_smoothing):

@@ -82,25 +82,30 @@ def test_a_retargeted_schedule_continues_as_one_built_for_the_new_length(name):
         assert opt_a.param_groups[0]["betas"] == pytest.approx(opt_b.param_groups[0]["betas"])
 
 
-def test_deadline_plans_fewer_epochs_when_they_run_slow_and_never_more():
+def test_deadline_replans_to_the_pace_fewer_epochs_when_slow_more_up_to_the_cap_when_fast():
     now = [0.0]
     retargets = []
-    schedule = Schedule(retarget=retargets.append)
-    deadline = Deadline(budget_s=100, start=0.0, epochs=10, reserve_s=10, schedule=schedule, steps_per_epoch=5,
-                        clock=lambda: now[0])
-    deadline.on_train_start(5)
-    stops = []
-    for epoch in range(1, 11):
-        now[0] += 10.0  # 10 s an epoch: 9 fit in the 90 s before the reserve, not the 10 planned
-        stops.append(deadline.on_epoch_end(epoch, {}))
-        if stops[-1]:
-            break
-    assert deadline.epochs == 9 and stops == [False] * 8 + [True] and retargets == [45]
-    fast = Deadline(budget_s=1000, start=0.0, epochs=3, reserve_s=0, schedule=schedule, steps_per_epoch=5,
-                    clock=lambda: now[0])
-    fast.on_train_start(5)
-    ends = []
-    for epoch in (1, 2, 3):
-        now[0] += 1.0
-        ends.append(fast.on_epoch_end(epoch, {}))
-    assert ends == [False, False, True] and fast.epochs == 3
+
+    def run(deadline, epoch_seconds):
+        deadline.on_train_start(5)
+        for epoch, seconds in enumerate(epoch_seconds, 1):
+            now[0] += seconds
+            if deadline.on_epoch_end(epoch, {}):
+                return epoch
+
+    now[0] = 0.0  # 10 s an epoch: 9 fit in the 90 s before the reserve, not the 10 planned
+    slow = Deadline(budget_s=100, start=0.0, epochs=10, reserve_s=10, schedule=Schedule(retarget=retargets.append),
+                    steps_per_epoch=5, clock=lambda: now[0])
+    assert run(slow, [10.0] * 10) == 9 and slow.epochs == 9 and retargets == [45]
+
+    retargets.clear()  # planned 4 at a guessed 20 s, but 5 s an epoch: room for more, up to the cap of 12
+    now[0] = 0.0
+    fast = Deadline(budget_s=100, start=0.0, epochs=4, reserve_s=10, schedule=Schedule(retarget=retargets.append),
+                    steps_per_epoch=5, cap=12, clock=lambda: now[0])
+    assert run(fast, [5.0] * 20) == 12 and retargets == [60]
+
+    retargets.clear()  # one more epoch fits, not two: the plan stays
+    now[0] = 0.0
+    steady = Deadline(budget_s=100, start=0.0, epochs=8, reserve_s=10, schedule=Schedule(retarget=retargets.append),
+                      steps_per_epoch=5, cap=20, clock=lambda: now[0])
+    assert run(steady, [10.0] * 20) == 8 and retargets == []

@@ -6,9 +6,11 @@ training, a few optimisation steps and one validation pass on a throwaway copy o
 epoch, and the run takes as many epochs as fit in what is left of the budget (at most `trainer.epochs`). The
 schedule (OneCycle's warm-up and anneal) is then built for that many epochs, as for any fixed count.
 
-A shared CPU's speed drifts (on the 2-core Xeon the probe said 36 s an epoch and epochs took 37-47 s), so
-`Deadline` watches the pace: after each epoch, when the epochs left no longer fit at the pace of the last few,
-it plans fewer and re-fits the rest of the schedule to them (its anneal ends sooner); it never plans more.
+A shared CPU's speed drifts (on a 2-core Xeon the probe said 42 s an epoch and epochs took 38-61 s), so
+`Deadline` watches the pace: after each epoch it plans as many epochs as fit at the pace of the last few, fewer
+when the plan no longer fits, more (up to `trainer.epochs`) when at least two more fit, and re-fits the rest of
+the schedule to the new plan. Small re-fits move OneCycle's lr by little: the plan changes by an epoch or two in
+tens.
 """
 from __future__ import annotations
 
@@ -92,13 +94,15 @@ def epochs_within(budget_s: float, elapsed_s: float, estimate: EpochEstimate, ca
 
 
 class Deadline(Callback):
-    """Ends a budgeted run inside its budget when epochs take longer than planned: fewer epochs, the schedule
-    re-fitted to them (see the module's docstring). `epochs` is the plan as it stands."""
+    """Keeps a budgeted run's plan to what fits at the pace it runs: fewer epochs when they take longer than
+    planned, more (up to `cap`) when they go faster, the schedule re-fitted to each new plan (see the module's
+    docstring). `epochs` is the plan as it stands."""
 
     def __init__(self, budget_s: float, start: float, epochs: int, reserve_s: float, schedule: Schedule,
-                 steps_per_epoch: int, clock: Callable[[], float] = time.perf_counter):
+                 steps_per_epoch: int, cap: Optional[int] = None, clock: Callable[[], float] = time.perf_counter):
         self.budget_s, self.start, self.epochs, self.reserve_s = budget_s, start, epochs, reserve_s
         self.schedule, self.steps_per_epoch, self.clock = schedule, steps_per_epoch, clock
+        self.cap = epochs if cap is None else cap
         self.ends: List[float] = []
 
     def on_train_start(self, num_batches: int) -> None:
@@ -110,9 +114,9 @@ class Deadline(Callback):
         recent = self.ends[-(PACE_EPOCHS + 1):]
         pace = max((recent[-1] - recent[0]) / (len(recent) - 1), 1e-6)
         left = self.budget_s - (now - self.start) - self.reserve_s
-        fits = epoch + max(0, math.floor(left / pace))
-        if fits < self.epochs:
-            log.info("time budget: epochs take ~%.1f s now, so %d epochs fit, not %d: the schedule ends sooner",
+        fits = min(epoch + max(0, math.floor(left / pace)), self.cap)
+        if fits < self.epochs or fits >= self.epochs + 2:  # more only with room for two: no flip-flopping plan
+            log.info("time budget: epochs take ~%.1f s now, so %d epochs fit, not %d: the schedule is re-fitted",
                      pace, max(fits, epoch), self.epochs)
             self.epochs = max(fits, epoch)
             if self.epochs > epoch:
