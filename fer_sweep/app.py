@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -148,32 +149,36 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     augment = build_augmentation(**cfg.augmentation)
     # FER+ votes train as the data config says (engine/targets.py); FER2013 and FER+ majority: one class each
     target_mode = cfg.data.get("ferplus_mode", "label") if splits.train.targets is not None else "label"
-    # a time budget: the epochs that fit on this machine, and a deadline that keeps to it (engine/budget.py)
-    epoch_cap = int(t.epochs)
-    reserve_s = (fit_epochs_to_budget(cfg, model, train_set, val_set, test_set, precision, augment, target_mode, tic)
-                 if t.get("time_budget_s") else None)
-    steps_per_epoch = train_set.num_batches(t.batch_size)
-    schedule = build_schedule(cfg.scheduler, optimizer, t.epochs, steps_per_epoch)
-    checkpoint_payload = {"model": cfg.model.name, "model_kwargs": model_kwargs, "class_names": class_names,
-                          "normalization": {"mean": MEAN, "std": STD}, "dataset": dataset,
-                          "config": OmegaConf.to_container(cfg, resolve=True)}
-    ema = EMA(model, t.ema_decay) if t.ema_decay else None
-    scored_model = ema.model if ema else model  # what validation, the checkpoint and the test score use
-    best = BestCheckpoint(scored_model, out / results.CHECKPOINT_FILE, lambda: checkpoint_payload, keep=keep)
-    log_epochs = LogEpochs(int(t.epochs))
-    run_callbacks: List[Callback] = [log_epochs, ProgressBar(), best, trackers, *callbacks]
-    tester = TestEveryEpoch(scored_model, test_set, precision, t.tta, start=tic) if t.get("test_every_epoch") else None
-    if tester:  # benchmarks only (engine/test_curve.py); first, so the others see test_acc
-        run_callbacks.insert(0, tester)
-    deadline = None
-    if reserve_s is not None:  # the deadline's clock leaves out a benchmark's test scoring, as elapsed_s does
-        deadline = Deadline(float(t.time_budget_s), tic, int(t.epochs), reserve_s, schedule, steps_per_epoch,
-                            cap=epoch_cap, clock=(lambda: time.perf_counter() - tester.scoring_s) if tester else time.perf_counter)
-        run_callbacks.append(deadline)
-        log_epochs.epochs = lambda: deadline.epochs
     if target_mode == "multi_target" and (t.mixup_alpha or t.cutmix_alpha or t.class_weights or t.label_smoothing):
         raise ConfigError("data.ferplus_mode=multi_target trains on sets of acceptable classes: it takes no mixup, "
                          "cutmix, class weights or label smoothing")
+    # a time budget: the epochs that fit on this machine, and a deadline that keeps to it (engine/budget.py)
+    epoch_cap = int(t.epochs)
+    reserve_s = None
+    if t.get("time_budget_s"):
+        reserve_s = fit_epochs_to_budget(cfg, model, train_set, val_set, test_set, precision, augment, target_mode,
+                                         tic)
+    steps_per_epoch = train_set.num_batches(t.batch_size)
+    schedule = build_schedule(cfg.scheduler, optimizer, t.epochs, steps_per_epoch)
+
+    def checkpoint_payload() -> Dict[str, Any]:  # the config as of the save: a time budget may have re-planned
+        return {"model": cfg.model.name, "model_kwargs": model_kwargs, "class_names": class_names,
+                "normalization": {"mean": MEAN, "std": STD}, "dataset": dataset,
+                "config": OmegaConf.to_container(cfg, resolve=True)}
+
+    ema = EMA(model, t.ema_decay) if t.ema_decay else None
+    scored_model = ema.model if ema else model  # what validation, the checkpoint and the test score use
+    best = BestCheckpoint(scored_model, out / results.CHECKPOINT_FILE, checkpoint_payload, keep=keep)
+    run_callbacks: List[Callback] = [LogEpochs(lambda: t.epochs), ProgressBar(), best, trackers, *callbacks]
+    tester = None
+    if t.get("test_every_epoch"):  # benchmarks only (engine/test_curve.py); first, so the others see test_acc
+        tester = TestEveryEpoch(scored_model, test_set, precision, t.tta, start=tic)
+        run_callbacks.insert(0, tester)
+    if reserve_s is not None:  # the deadline's clock leaves out a benchmark's test scoring, as elapsed_s does
+        clock = (lambda: time.perf_counter() - tester.scoring_s) if tester else time.perf_counter
+        run_callbacks.append(Deadline(float(t.time_budget_s), tic, int(t.epochs), reserve_s, schedule,
+                                      steps_per_epoch, cap=epoch_cap, clock=clock,
+                                      on_replan=lambda epochs: setattr(t, "epochs", epochs)))
     class_weights = None
     if t.class_weights == "balanced":
         class_weights = balanced_class_weights(train_set.labels, len(class_names)).to(device)
@@ -188,8 +193,6 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                   label_smoothing=t.label_smoothing, class_weights=class_weights, ema=ema,
                   mixup_alpha=t.mixup_alpha, cutmix_alpha=t.cutmix_alpha, num_classes=len(class_names),
                   target_mode=target_mode, callbacks=run_callbacks)
-    if deadline is not None:
-        t.epochs = deadline.epochs  # the plan that ran (fewer epochs when the machine ran slower than probed)
     status = history.status
     if history.stopped_early and any(getattr(cb, "pruned", False) for cb in callbacks):
         status = "pruned"
@@ -233,18 +236,18 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
 def fit_epochs_to_budget(cfg: DictConfig, model, train_set, val_set, test_set, precision, augment, target_mode: str,
                          tic: float) -> float:
     """Set cfg.trainer.epochs to the most that fit in trainer.time_budget_s (counted from `tic`, the run's start),
-    capped at its current value, so the schedule, result.json and the checkpoint's config all say what ran.
+    capped at its current value (the run's Deadline keeps it up to date as the run goes on), so the schedule,
+    the logs, result.json and the checkpoint's config all say what ran.
     Returns the seconds to keep free after the last epoch (the test pass and the run's files)."""
     t = cfg.trainer
-    def make_optimizer(params):
-        return build_optimizer(cfg.optimizer, params, weight_decay=t.weight_decay)
-
+    make_optimizer = functools.partial(build_optimizer, cfg.optimizer, weight_decay=t.weight_decay)
     estimate = estimate_epoch(model, make_optimizer, train_set, val_set, test_set, precision, int(t.batch_size),
                               None if augment.is_identity else augment, t.tta, target_mode)
     epochs = epochs_within(float(t.time_budget_s), time.perf_counter() - tic, estimate, cap=int(t.epochs))
     log.info("time budget %.0f s: an epoch takes ~%.1f s here (%d steps of %.0f ms, validation %.1f s), the test "
              "pass ~%.0f s -> %d epochs (trainer.epochs=%d is the cap)", float(t.time_budget_s), estimate.epoch_s,
-             estimate.steps_per_epoch, estimate.step_s * 1000, estimate.val_s, estimate.test_s, epochs, int(t.epochs))
+             estimate.steps_per_epoch, estimate.step_s * 1000, estimate.val_s, estimate.test_s, epochs,
+             int(t.epochs))
     t.epochs = epochs
     return estimate.test_s + FINISH_S
 

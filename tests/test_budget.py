@@ -13,6 +13,7 @@ from fer_sweep.engine.precision import resolve_precision
 from fer_sweep.errors import ConfigError
 from fer_sweep.models import build_model
 from fer_sweep.optim import Schedule, build_optimizer, build_schedule
+from fer_sweep.results import CHECKPOINT_FILE
 from tests.conftest import FAST, run_cli
 
 
@@ -51,6 +52,8 @@ def test_a_budget_sets_the_epochs_that_ran_and_says_so(make_cfg, tmp_path):
     result = train(cfg, tmp_path / "r")
     assert result["epochs"] == result["epochs_run"] == 3 and result["time_budget_s"] == 600  # the cap
     assert cfg.trainer.epochs == 3
+    saved = torch.load(tmp_path / "r" / CHECKPOINT_FILE, weights_only=True)
+    assert saved["config"]["trainer"]["epochs"] == 3  # the checkpoint's config says the plan that ran
 
 
 def test_too_small_a_budget_exits_2_naming_the_key(tmp_path):
@@ -94,9 +97,11 @@ def test_deadline_replans_to_the_pace_fewer_epochs_when_slow_more_up_to_the_cap_
                 return epoch
 
     now[0] = 0.0  # 10 s an epoch: 9 fit in the 90 s before the reserve, not the 10 planned
+    plans = []
     slow = Deadline(budget_s=100, start=0.0, epochs=10, reserve_s=10, schedule=Schedule(retarget=retargets.append),
-                    steps_per_epoch=5, clock=lambda: now[0])
+                    steps_per_epoch=5, clock=lambda: now[0], on_replan=plans.append)
     assert run(slow, [10.0] * 10) == 9 and slow.epochs == 9 and retargets == [45]
+    assert plans == [9]  # the run's config hears of each new plan
 
     retargets.clear()  # planned 4 at a guessed 20 s, but 5 s an epoch: room for more, up to the cap of 12
     now[0] = 0.0

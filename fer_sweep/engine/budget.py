@@ -99,10 +99,12 @@ class Deadline(Callback):
     docstring). `epochs` is the plan as it stands."""
 
     def __init__(self, budget_s: float, start: float, epochs: int, reserve_s: float, schedule: Schedule,
-                 steps_per_epoch: int, cap: Optional[int] = None, clock: Callable[[], float] = time.perf_counter):
+                 steps_per_epoch: int, cap: Optional[int] = None, clock: Callable[[], float] = time.perf_counter,
+                 on_replan: Callable[[int], None] = lambda epochs: None):
         self.budget_s, self.start, self.epochs, self.reserve_s = budget_s, start, epochs, reserve_s
         self.schedule, self.steps_per_epoch, self.clock = schedule, steps_per_epoch, clock
         self.cap = epochs if cap is None else cap
+        self.on_replan = on_replan  # told each new plan (the run's config keeps it: logs, checkpoint, result)
         self.ends: List[float] = []
 
     def on_train_start(self, num_batches: int) -> None:
@@ -119,6 +121,7 @@ class Deadline(Callback):
             log.info("time budget: epochs take ~%.1f s now, so %d epochs fit, not %d: the schedule is re-fitted",
                      pace, max(fits, epoch), self.epochs)
             self.epochs = max(fits, epoch)
+            self.on_replan(self.epochs)
             if self.epochs > epoch:
                 self.schedule.set_total_steps(self.epochs * self.steps_per_epoch)
         return epoch >= self.epochs

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
@@ -29,12 +29,12 @@ class Callback:
 class LogEpochs(Callback):
     """One log line per epoch, so runs in sweeps and files are readable without a progress bar."""
 
-    def __init__(self, epochs: Union[int, Callable[[], int]]):
-        self.epochs = epochs  # or the current plan's epochs, for a time-budgeted run (engine/budget.py)
+    def __init__(self, planned: Callable[[], int]):
+        self.planned = planned  # the epochs planned, read every epoch: a time budget re-plans (engine/budget.py)
 
     def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
         log.info("epoch %d/%d  lr %.2e  train loss %.4f acc %.4f  val loss %.4f acc %.4f  (%.1fs)", epoch,
-                 self.epochs() if callable(self.epochs) else self.epochs, metrics["lr"], metrics["train_loss"], metrics["train_acc"], metrics["val_loss"],
+                 self.planned(), metrics["lr"], metrics["train_loss"], metrics["train_acc"], metrics["val_loss"],
                  metrics["val_acc"], metrics["epoch_time_s"])
         return False
 
@@ -72,8 +72,8 @@ CHECKPOINT_CHOICES = ("best_val", "last")  # trainer.checkpoint: which epoch's w
 class BestCheckpoint(Callback):
     """Saves the model whenever val accuracy improves, with whatever `payload()` adds (config, classes...).
 
-    keep="last" (trainer.checkpoint) saves every epoch instead: for runs whose val split is trained on (data.split=full), where the
-    best-val epoch would be a choice made on training faces."""
+    keep="last" (trainer.checkpoint) saves every epoch instead: for runs whose val split is trained on
+    (data.split=full), where the best-val epoch would be a choice made on training faces."""
 
     def __init__(self, model: torch.nn.Module, path: Path, payload: Callable[[], Dict[str, Any]],
                  monitor: str = "val_acc", keep: str = "best_val"):
