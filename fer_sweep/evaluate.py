@@ -37,7 +37,7 @@ LABEL_KEYS = ("labels", "ferplus_mode", "merge_disgust")  # what decides the cla
 class Score:
     name: str        # a checkpoint's path, or "ensemble"
     acc: float
-    val_acc: Optional[float] = None  # what the run selected the checkpoint on, as saved in it
+    val_acc: Optional[float] = None  # the val accuracy saved with the checkpoint (best or last epoch)
 
 
 def checkpoint_paths(items: Sequence[str | Path]) -> List[Path]:
@@ -114,8 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print(f"{SPLITS[args.split]}, tta={args.tta}: {len(predictor.models)} checkpoint(s)")
     for s in scores:
-        selected = "" if s.val_acc is None else f"   (selected at val {s.val_acc:.4f})"
-        print(f"  {s.acc:.4f}  {s.name}{selected}")
+        saved_val = "" if s.val_acc is None else f"   (val {s.val_acc:.4f} when saved)"
+        print(f"  {s.acc:.4f}  {s.name}{saved_val}")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         results.atomic_write_text(args.output, json.dumps({"split": SPLITS[args.split], "tta": args.tta,
