@@ -71,6 +71,8 @@ def estimate_epoch(model: nn.Module, make_optimizer: Callable[[Iterable], torch.
             x = augment(x, generator=generator)
         train_step(probe, x, batch_targets(labels, target_mode, generator), optimizer, precision,
                    target_mode=target_mode)
+        if images.device.type == "cuda":
+            torch.cuda.synchronize(images.device)  # CUDA runs asynchronously: time the work, not its launch
         times.append(time.perf_counter() - tic)
     tic = time.perf_counter()
     evaluate(probe, val, precision, batch_size=max(batch_size, 512))

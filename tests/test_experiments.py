@@ -1,0 +1,52 @@
+"""The experiment files that reference tables rest on: each changes what its comment says and nothing else."""
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from fer_sweep.app import CONFIG_DIR
+
+LEVERS = {  # conf/lever/<name>.yaml -> the settings it changes from experiment=fast
+    "baseline": {},
+    "strong_aug": {"augmentation.name": "strong"},
+    "mixup": {"trainer.mixup_alpha": 0.2},
+    "erasing": {"augmentation.erasing": 0.25},
+    "width_24": {"model.base_width": 24},
+    "width_32": {"model.base_width": 32},
+}
+
+
+def _flat(*overrides: str, with_sweeper: bool = False) -> dict:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=with_sweeper)
+    if with_sweeper:
+        return dict(cfg.hydra.sweeper.params)
+    flat = {}
+
+    def walk(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+
+    walk(OmegaConf.to_container(cfg))
+    return flat
+
+
+def test_each_lever_changes_one_thing_from_experiment_fast_at_72_epochs():
+    fast = _flat("experiment=fast")
+    assert fast["trainer.time_budget_s"] == 3500
+    for lever, changes in LEVERS.items():
+        cfg = _flat("experiment=fast_levers", f"+lever={lever}")
+        differ = {k: cfg.get(k) for k in set(fast) | set(cfg) if fast.get(k) != cfg.get(k)}
+        expected = {"trainer.time_budget_s": None, "trainer.epochs": 72, **changes}
+        if lever == "strong_aug":  # the preset swaps the article's warps for its own
+            differ = {k: v for k, v in differ.items() if not k.startswith("augmentation.") or k in changes}
+        assert differ == expected, lever
+
+
+def test_fast_levers_sweeps_every_lever_file():
+    params = _flat("experiment=fast_levers", with_sweeper=True)
+    files = sorted(p.stem for p in (Path(CONFIG_DIR) / "lever").glob("*.yaml"))
+    assert sorted(params["+lever"].split(",")) == files == sorted(LEVERS)
