@@ -1,5 +1,5 @@
-"""multirun/reference/gpu_h200/carry_data.py: FER2013 packed for a machine that cannot fetch it, unpacked byte for
-byte, and refused (nothing written) when the bytes are not the expected file's."""
+"""multirun/reference/gpu_h200/carry_data.py: FER2013 packed for a machine that cannot fetch it, unpacked
+byte for byte, and refused (nothing written) when the bytes are not the expected file's."""
 import gzip
 import hashlib
 import importlib.util

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Carry the byte-exact Kaggle fer2013.csv to a machine that cannot fetch it, in under 64 MiB (the device tool's limit).
+"""Carry the byte-exact Kaggle fer2013.csv to a machine that cannot fetch it, in under 64 MiB (the device
+tool's limit).
 
-The CSV is 301 MB of decimal text; its 35,887 faces are 83 MB of bytes, and a horizontal delta filter plus LZMA2
-brings them to 58 MiB. Labels and splits travel beside them. Unpacking writes the CSV again and checks the MD5
-that torchvision publishes for Kaggle's file, so a run there reads exactly the file a run here reads.
+The CSV is 301 MB of decimal text; its 35,887 faces are 83 MB of bytes, and a horizontal delta filter plus
+LZMA2 brings them to 58 MiB. Labels and splits travel beside them. Unpacking writes the CSV again and checks
+the MD5 that torchvision publishes for Kaggle's file, so a run there reads exactly the file a run here reads.
 
     python carry_data.py pack fer2013.csv DIR        # -> DIR/pixels.xz, DIR/labels.npz   (~2 min)
     python carry_data.py unpack DIR fer2013.csv      # -> fer2013.csv, MD5 checked          (~20 s)
@@ -30,7 +31,8 @@ def pack(csv: Path, folder: Path) -> None:
     usage = np.array([USAGES.index(r[2]) for r in rows], dtype=np.int8)
     pixels = np.array([np.array(r[1].split(), dtype=np.uint8) for r in rows])
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "pixels.xz").write_bytes(lzma.compress(pixels.tobytes(), format=lzma.FORMAT_XZ, filters=FILTERS))
+    packed = lzma.compress(pixels.tobytes(), format=lzma.FORMAT_XZ, filters=FILTERS)
+    (folder / "pixels.xz").write_bytes(packed)
     np.savez(folder / "labels.npz", emotion=emotion, usage=usage)
 
 

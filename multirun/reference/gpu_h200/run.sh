@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# The GPU check of "Accuracy per CPU-hour", as one command on a lent H200 (the device tool: 15 minutes in all).
-# Run from the repository root; CARRY holds what the machine cannot fetch (made here, never committed):
-#   CARRY/whl/        hydra-core, omegaconf, antlr4-python3-runtime, hydra-joblib-launcher wheels (pip wheel --no-deps)
-#   CARRY/pixels.xz, CARRY/labels.npz    python multirun/reference/gpu_h200/carry_data.py pack fer2013.csv CARRY
-# All jobs share the GPU at once (each is bound by kernel launches, not by the chip), each within BUDGET seconds:
-#   - experiment=fast_levers, seed 0: experiment=fast and one lever at a time, 72 epochs (the CPU hour's length);
-#   - experiment=fast at 72 epochs, seeds 1 and 2 (with the levers' baseline: seeds 0-2, as on the CPU);
-#   - the recipe scaled up: resnet9_wide (8.9M parameters), batch 128, max_lr 3e-3, with the article's and with
-#     the strong augmentation, as many epochs as fit in BUDGET.
-# Then the seeds' ensemble under each TTA, and all the runs' ensemble. Everything but checkpoints comes back in $OUT/runs.tgz.
+# The GPU check of "Accuracy per CPU-hour": one command on a lent H200 (the device tool: 15 minutes in all).
+# Run from the repository root. CARRY holds what that machine cannot fetch (made here, never committed):
+#   CARRY/whl/   wheels of hydra-core, omegaconf, antlr4-python3-runtime, hydra-joblib-launcher
+#                (pip wheel --no-deps NAME==VERSION -w CARRY/whl)
+#   CARRY/pixels.xz, CARRY/labels.npz
+#                (python multirun/reference/gpu_h200/carry_data.py pack fer2013.csv CARRY)
+# Ten jobs share the GPU at once, each within BUDGET seconds (the time budget cuts epochs that do not fit):
+#   - experiment=fast_levers, seed 0: experiment=fast and one lever at a time, at most 72 epochs;
+#   - experiment=fast, at most 72 epochs, seeds 1 and 2 (with the levers' baseline, seeds 0-2 as on the CPU);
+#   - the recipe scaled up: resnet9_wide (8.9M parameters), batch 128, max_lr 3e-3, with the article's and
+#     with the strong augmentation, as many epochs as fit.
+# Then the seeds' ensemble under each TTA, and all runs' ensemble. All but checkpoints come back in runs.tgz.
+# A dry run on any machine (CPU, the shared mini file):
+#   CSV=fer2013_mini.csv.gz BUDGET=100 EXTRA="trainer.tta=flip data.train_fraction=0.05" bash run.sh
 set -uo pipefail
-# A dry run on any machine: CSV=fer2013_mini.csv.gz BUDGET=60 EXTRA=trainer.tta=flip bash .../run.sh
 CARRY=${CARRY:-.gpu}; BUDGET=${BUDGET:-420}; OUT=${OUT:-/tmp/out}; W=/tmp/gpu_h200; CSV=${CSV:-$W/fer2013.csv}
 mkdir -p "$W" "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$CARRY"/whl/*.whl || exit 1
@@ -19,16 +22,17 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(), flush=True)"
 [ -f "$CSV" ] || python3 multirun/reference/gpu_h200/carry_data.py unpack "$CARRY" "$CSV" || exit 1
 DATA="data.path=$CSV trainer.threads=1 ${EXTRA:-}"
-# A few seconds of real data first (and the parsed-data cache every job then reads): fail fast, not after minutes.
-python3 -m fer_sweep experiment=fast $DATA data.train_fraction=0.05 trainer.epochs=1 trainer.time_budget_s=null \
-  hydra.run.dir=$W/smoke > $W/smoke.log 2>&1 || { tail -40 $W/smoke.log; exit 1; }
+# A few seconds of real data first (and the parsed-data cache every job then reads): fail fast, not late.
+python3 -m fer_sweep experiment=fast $DATA data.train_fraction=0.05 trainer.epochs=1 \
+  trainer.time_budget_s=null hydra.run.dir=$W/smoke > $W/smoke.log 2>&1 || { tail -40 $W/smoke.log; exit 1; }
 grep -h "device\|completed" $W/smoke.log | head -3; rm -rf $W/smoke/checkpoints
 START=$(date +%s)
 T="timeout $((BUDGET + 45))"
 $T python3 -m fer_sweep --multirun experiment=fast_levers seed=0 trainer.time_budget_s=$BUDGET $DATA \
   hydra/launcher=joblib hydra.launcher.n_jobs=6 hydra.sweep.dir=$W/levers > $W/levers.log 2>&1 &
-$T python3 -m fer_sweep --multirun experiment=fast seed=1,2 trainer.epochs=72 trainer.time_budget_s=$BUDGET $DATA \
-  hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$W/seeds > $W/seeds.log 2>&1 &
+$T python3 -m fer_sweep --multirun experiment=fast seed=1,2 trainer.epochs=72 \
+  trainer.time_budget_s=$BUDGET $DATA hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$W/seeds \
+  > $W/seeds.log 2>&1 &
 for AUG in seed strong; do
   $T python3 -m fer_sweep experiment=fast model=resnet9_wide augmentation=$AUG trainer.batch_size=128 \
     optimizer.lr=0.003 trainer.epochs=300 trainer.time_budget_s=$BUDGET seed=0 $DATA \
