@@ -16,11 +16,13 @@ LEVERS = {  # conf/lever/<name>.yaml -> the settings it changes from experiment=
 }
 
 
-def _flat(*overrides: str, with_sweeper: bool = False) -> dict:
+def _compose(*overrides: str, with_hydra: bool = False):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=with_sweeper)
-    if with_sweeper:
-        return dict(cfg.hydra.sweeper.params)
+        return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
+
+
+def _flat(*overrides: str) -> dict:
+    """The composed config as {"trainer.epochs": 72, ...}."""
     flat = {}
 
     def walk(node, prefix=""):
@@ -30,7 +32,7 @@ def _flat(*overrides: str, with_sweeper: bool = False) -> dict:
             else:
                 flat[f"{prefix}{key}"] = value
 
-    walk(OmegaConf.to_container(cfg))
+    walk(OmegaConf.to_container(_compose(*overrides)))
     return flat
 
 
@@ -47,6 +49,6 @@ def test_each_lever_changes_one_thing_from_experiment_fast_at_72_epochs():
 
 
 def test_fast_levers_sweeps_every_lever_file():
-    params = _flat("experiment=fast_levers", with_sweeper=True)
+    params = _compose("experiment=fast_levers", with_hydra=True).hydra.sweeper.params
     files = sorted(p.stem for p in (Path(CONFIG_DIR) / "lever").glob("*.yaml"))
     assert sorted(params["+lever"].split(",")) == files == sorted(LEVERS)

@@ -17,21 +17,7 @@ import torch
 
 from fer_sweep.data.arrays import IMAGE_SIZE, USAGES, FERArrays
 from fer_sweep.data.cache import cached
-from fer_sweep.data.fer2013 import read_csv, read_fer2013
-
-KAGGLE_HEADER = "emotion,pixels,Usage"
-
-
-def write_kaggle_csv(data: FERArrays, path: Path) -> Path:
-    """Write data as a Kaggle-layout fer2013.csv (emotion,pixels,Usage; pixels space-separated, row-major)."""
-    words = np.array([str(v) for v in range(256)], dtype=object)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        f.write(KAGGLE_HEADER + "\n")
-        for image, label, usage in zip(data.images.reshape(len(data), -1), data.labels, data.usage):
-            f.write(f"{int(label)},{' '.join(words[image])},{USAGES[int(usage)]}\n")
-    return path
-
+from fer_sweep.data.fer2013 import KAGGLE_HEADER, read_csv, read_fer2013, write_kaggle_csv
 
 def _open_text(path: Path):
     return gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")

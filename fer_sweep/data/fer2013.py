@@ -42,6 +42,20 @@ def read_fer2013(path: str | Path) -> FERArrays:
 
 
 # --------------------------------------------------------------------------------------------- CSV
+KAGGLE_HEADER = "emotion,pixels,Usage"
+
+
+def write_kaggle_csv(data: FERArrays, path: Path) -> Path:
+    """Write data as a Kaggle-layout fer2013.csv (emotion,pixels,Usage; pixels space-separated, row-major)."""
+    words = np.array([str(v) for v in range(256)], dtype=object)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        f.write(KAGGLE_HEADER + "\n")
+        for image, label, usage in zip(data.images.reshape(len(data), -1), data.labels, data.usage):
+            f.write(f"{int(label)},{' '.join(words[image])},{USAGES[int(usage)]}\n")
+    return path
+
+
 def read_csv(path: Path) -> FERArrays:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty")

@@ -4,7 +4,7 @@
 #   CARRY/whl/   wheels of hydra-core, omegaconf, antlr4-python3-runtime, hydra-joblib-launcher
 #                (pip wheel --no-deps NAME==VERSION -w CARRY/whl)
 #   CARRY/pixels.xz, CARRY/labels.npz
-#                (python multirun/reference/gpu_h200/carry_data.py pack fer2013.csv CARRY)
+#                (python -m fer_sweep.data.carry pack fer2013.csv CARRY)
 # Ten jobs share the GPU at once, each within BUDGET seconds (the time budget cuts epochs that do not fit):
 #   - experiment=fast_levers, seed 0: experiment=fast and one lever at a time, at most 72 epochs;
 #   - experiment=fast, at most 72 epochs, seeds 1 and 2 (with the levers' baseline, seeds 0-2 as on the CPU);
@@ -20,7 +20,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 FER_SWEEP_CACHE=$W/cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(), flush=True)"
-[ -f "$CSV" ] || python3 multirun/reference/gpu_h200/carry_data.py unpack "$CARRY" "$CSV" || exit 1
+[ -f "$CSV" ] || python3 -m fer_sweep.data.carry unpack "$CARRY" "$CSV" || exit 1
 DATA="data.path=$CSV trainer.threads=1 ${EXTRA:-}"
 # A few seconds of real data first (and the parsed-data cache every job then reads): fail fast, not late.
 python3 -m fer_sweep experiment=fast $DATA data.train_fraction=0.05 trainer.epochs=1 \
@@ -57,7 +57,7 @@ for f in sorted(root.glob("*/result.json")) + sorted(root.glob("*/*/result.json"
     if "smoke" in str(f):
         continue
     name = str(f.parent.relative_to(root)) + " " + " ".join(o for o in r.get("overrides", []) if "lever" in o)
-    print(f"{name:34} {r.get('status', '?'):10} {r.get('epochs', '?'):>6} {r.get('train_time_s') or 0:7.0f} "
+    print(f"{name:34} {r.get('status', '?'):10} {r.get('epochs_run', 0):>6} {r.get('train_time_s') or 0:7.0f} "
           f"{r.get('test_acc') or 0:6.3f}")
 for f in sorted(root.glob("ensemble_*.json")):
     s = json.loads(f.read_text())["scores"]
