@@ -114,3 +114,22 @@ def test_deadline_replans_to_the_pace_fewer_epochs_when_slow_more_up_to_the_cap_
     steady = Deadline(budget_s=100, start=0.0, epochs=8, reserve_s=10, schedule=Schedule(retarget=retargets.append),
                       steps_per_epoch=5, cap=20, clock=lambda: now[0])
     assert run(steady, [10.0] * 20) == 8 and retargets == []
+
+
+def test_fit_trains_the_epochs_a_growing_plan_adds():
+    """A plan that grows mid-run (epochs faster than the probe said) trains to its new end: fit reads the plan
+    before each epoch, so the re-fitted schedule anneals fully instead of stopping at the first plan's count."""
+    from tests.test_techniques import linear_model, toy_fit
+
+    now = [0.0]
+    retargets, plan = [], {"epochs": 2}
+
+    def tick() -> float:  # 5 s an epoch: 17 fit in the 85 s left before the reserve, capped at 4
+        now[0] += 5.0
+        return now[0]
+
+    deadline = Deadline(budget_s=100, start=0.0, epochs=2, reserve_s=10,
+                        schedule=Schedule(retarget=retargets.append), steps_per_epoch=5, cap=4, clock=tick,
+                        on_replan=lambda epochs: plan.update(epochs=epochs))
+    history = toy_fit(linear_model(), lr=1e-3, epochs=lambda: plan["epochs"], callbacks=[deadline])
+    assert [m["epoch"] for m in history.epochs] == [1, 2, 3, 4] and plan["epochs"] == 4 and retargets == [20]

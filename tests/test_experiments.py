@@ -13,6 +13,8 @@ LEVERS = {  # conf/lever/<name>.yaml -> the settings it changes from experiment=
     "erasing": {"augmentation.erasing": 0.25},
     "width_24": {"model.base_width": 24},
     "width_32": {"model.base_width": 32},
+    "sgd": {"optimizer.name": "sgd", "optimizer.lr": 0.02, "trainer.weight_decay": 5.0e-4, "optimizer.betas": None,
+            "optimizer.momentum": 0.9, "optimizer.nesterov": True},
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -90,13 +90,16 @@ def train_step(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, optimiz
 
 
 def fit(model: nn.Module, train: Batches, val: Batches, optimizer: torch.optim.Optimizer,
-        schedule: Schedule, precision: Precision, epochs: int, batch_size: int,
+        schedule: Schedule, precision: Precision, epochs: Union[int, Callable[[], int]], batch_size: int,
         augment: Optional[Callable[..., torch.Tensor]] = None, generator: Optional[torch.Generator] = None,
         grad_clip_value: Optional[float] = None, grad_clip_norm: Optional[float] = None,
         label_smoothing: float = 0.0, class_weights: Optional[torch.Tensor] = None, ema: Optional[EMA] = None,
         mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, num_classes: Optional[int] = None,
         target_mode: str = "label", callbacks: Sequence[Callback] = ()) -> History:
     """Train for `epochs`; returns the per-epoch history. Stops with status 'diverged' on a non-finite loss.
+
+    `epochs` may be a callable, read before every epoch: a time budget re-plans the length while training
+    (engine/budget.py), and a longer plan must train its extra epochs, not end on the first plan's count.
 
     train_loss is the mean over the epoch's samples of the loss as optimised (class weights, label smoothing and
     mixed targets included); train_acc scores each prediction against the label that dominates its target (for a
@@ -110,8 +113,10 @@ def fit(model: nn.Module, train: Batches, val: Batches, optimizer: torch.optim.O
     num_classes = num_classes or (train.labels.shape[1] if train.labels.dim() == 2 else int(train.labels.max()) + 1)
     for cb in callbacks:
         cb.on_train_start(steps_per_epoch)
-    step = 0
-    for epoch in range(1, epochs + 1):
+    planned = epochs if callable(epochs) else (lambda: epochs)
+    step = epoch = 0
+    while epoch < planned():
+        epoch += 1
         model.train()
         tic = time.perf_counter()
         loss_sum = torch.zeros((), device=train.device)
