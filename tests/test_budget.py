@@ -15,6 +15,7 @@ from fer_sweep.models import build_model
 from fer_sweep.optim import Schedule, build_optimizer, build_schedule
 from fer_sweep.results import CHECKPOINT_FILE
 from tests.conftest import FAST, run_cli
+from tests.test_techniques import linear_model, toy_fit
 
 
 def split(n: int, seed: int) -> DeviceBatches:
@@ -119,8 +120,6 @@ def test_deadline_replans_to_the_pace_fewer_epochs_when_slow_more_up_to_the_cap_
 def test_fit_trains_the_epochs_a_growing_plan_adds():
     """A plan that grows mid-run (epochs faster than the probe said) trains to its new end: fit reads the plan
     before each epoch, so the re-fitted schedule anneals fully instead of stopping at the first plan's count."""
-    from tests.test_techniques import linear_model, toy_fit
-
     now = [0.0]
     retargets, plan = [], {"epochs": 2}
 

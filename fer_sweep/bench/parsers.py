@@ -19,6 +19,7 @@ from fer_sweep.data.arrays import IMAGE_SIZE, USAGES, FERArrays
 from fer_sweep.data.cache import cached
 from fer_sweep.data.fer2013 import KAGGLE_HEADER, read_csv, read_fer2013, write_kaggle_csv
 
+
 def _open_text(path: Path):
     return gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")
 
