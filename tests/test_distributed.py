@@ -98,7 +98,7 @@ class Workers:
         args = [sys.executable, "-m", "fer_sweep", "--multirun", "hydra/sweeper=optuna", *TINY, LR,
                 f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={self.storage}",
                 "hydra.sweeper.study_name=shared", "hydra.sweeper.heartbeat_interval=1",
-                "hydra.sweeper.grace_period=3", f"hydra.sweep.dir={sweep_dir}", *extra]
+                "hydra.sweeper.grace_period=6", f"hydra.sweep.dir={sweep_dir}", *extra]
         env = {k: v for k, v in os.environ.items() if k != "FER2013_PATH"}
         env["PYTHONUNBUFFERED"] = "1"
         log = open(self.tmp_path / f"{name}.out", "w")
