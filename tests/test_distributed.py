@@ -180,7 +180,7 @@ def check_shared_study(storage: str, sweep_dirs: List[Path], n_trials: int, out:
         assert "output_dir" not in trial.user_attrs
 
     per_host = pd.concat([pd.read_csv(d / "results.csv") for d in sweep_dirs if (d / "results.csv").exists()])
-    # On a loaded machine a live survivor's beats can stall past grace_period: its trial is failed as stale and
+    # On a loaded machine a live survivor's beat can stall past grace_period: its trial is failed as stale and
     # retried, and its row says `superseded` by a finished trial (optuna_sweeper.py) and counts nowhere.
     superseded = per_host[per_host["status"] == "superseded"]
     for row in superseded.itertuples():
