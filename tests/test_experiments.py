@@ -11,6 +11,7 @@ LEVERS = {  # conf/lever/<name>.yaml -> the settings it changes from experiment=
     "strong_aug": {"augmentation.name": "strong"},
     "mixup": {"trainer.mixup_alpha": 0.2},
     "erasing": {"augmentation.erasing": 0.25},
+    "width_12": {"model.base_width": 12},
     "width_24": {"model.base_width": 24},
     "width_32": {"model.base_width": 32},
     "sgd": {"optimizer.name": "sgd", "optimizer.lr": 0.02, "trainer.weight_decay": 5.0e-4, "optimizer.betas": None,

@@ -71,3 +71,15 @@ def test_model_table_command_lists_params_and_flops():
     assert 50 < float(rows["resnet9"][1]) < 500  # MFLOPs per image
     bad = subprocess.run([sys.executable, "-m", "fer_sweep.models", "resnet99"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown model 'resnet99'; known models: cnn" in bad.stderr
+
+
+def test_the_cli_does_not_import_torchvision():
+    """torchvision pulls in torch._dynamo: 2-3 s more for every `python -m fer_sweep ...` that never builds a
+    resnet18 (a bad-input message, predict, evaluate); the model imports it when it builds one."""
+    import subprocess
+    import sys
+
+    probe = "import sys, fer_sweep.app, fer_sweep.predict, fer_sweep.evaluate; print('torchvision' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+    assert count_parameters(build_model("resnet18")) == PARAMS["resnet18"]  # and resnet18 still builds

@@ -10,8 +10,8 @@ def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
     sweep, single = tmp_path / "sweep", tmp_path / "single"
     done = run_cli(["--multirun", *FAST, "model=cnn,resnet9", "trainer.plots=false", f"hydra.sweep.dir={sweep}"])
     assert done.returncode == 0, done.stderr
-    done = run_cli(["data=fer2013", f"data.path={mini_csv}", "trainer.epochs=1", "trainer.plots=false",
-                    "trainer.threads=1", f"hydra.run.dir={single}"])
+    done = run_cli(["data=fer2013", f"data.path={mini_csv}", "model=resnet9", "model.base_width=4",
+                    "trainer.epochs=1", "trainer.plots=false", "trainer.threads=1", f"hydra.run.dir={single}"])
     assert done.returncode == 0, done.stderr
     table = tmp_path / "reference" / "results.csv"
     assert main([str(sweep), "--name", "grid", "--command", "cmd A", "--table", str(table)]) == 0
@@ -32,7 +32,7 @@ def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
     # one command split over two queues (one per core): both folders under one name
     assert main([str(sweep), str(single), "--name", "both", "--command", "cmd C", "--table", str(table)]) == 0
     both = pd.read_csv(table).query("sweep == 'both'")
-    assert sorted(both["model"]) == ["cnn", "cnn", "resnet9"] and set(both["command"]) == {"cmd C"}
+    assert sorted(both["model"]) == ["cnn", "resnet9", "resnet9"] and set(both["command"]) == {"cmd C"}
     assert (tmp_path / "reference" / "both" / "single_history.csv").exists()
 
     # job folders of two sweeps share a name (0): their curves are told apart by the sweep's folder

@@ -95,14 +95,14 @@ def test_diverged_run_is_reported(make_cfg, tmp_path):
 
 
 def test_mini_csv_resnet9(make_cfg, tmp_path, mini_csv):
-    result = train(make_cfg("data=fer2013", f"data.path={mini_csv}", "model=resnet9", "trainer.epochs=1",
-                            "trainer.plots=false"), tmp_path / "r")
+    result = train(make_cfg("data=fer2013", f"data.path={mini_csv}", "model=resnet9", "model.base_width=4",
+                            "trainer.epochs=1", "trainer.plots=false"), tmp_path / "r")
     assert result["dataset"] == "fer2013" and result["split_sizes"] == {"train": 2586, "val": 647, "test": 360}
     assert result["status"] == "completed" and result["test_acc"] > 0
     # the run names the data it used: the shared sample is recognised by its fingerprint
     assert (result["data_copy"], result["data_fingerprint"]) == ("kaggle_mini", "a80f975efc0c5c54")
     payload = torch.load(tmp_path / "r" / CHECKPOINT_FILE, weights_only=True)
-    assert payload["model_kwargs"] == {"base_width": 16, "input_norm": "per_image"}
+    assert payload["model_kwargs"] == {"base_width": 4, "input_norm": "per_image"}  # the config's, as trained
 
 
 @pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, False, "bf16"), (False, True, "bf16"),
@@ -169,8 +169,8 @@ def test_test_split_is_scored_with_the_kept_checkpoint(make_cfg, tmp_path, monke
 def test_full_split_trains_on_publictest_and_keeps_the_last_epoch(tmp_path, mini_csv):
     """data.split=full through the CLI: refused without trainer.checkpoint=last (its val faces are trained on),
     and with it Training+PublicTest train, the final epoch is tested."""
-    args = ["model=resnet9", f"data.path={mini_csv}", "data.split=full", "trainer.epochs=2", "trainer.plots=false",
-            "trainer.threads=1", "++data.cache_dir=null"]
+    args = ["model=resnet9", "model.base_width=4", f"data.path={mini_csv}", "data.split=full", "trainer.epochs=2",
+            "trainer.plots=false", "trainer.threads=1", "++data.cache_dir=null"]
     proc = run_cli([*args, f"hydra.run.dir={tmp_path / 'refused'}"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "data.split=full trains on PublicTest, the val split" in proc.stderr

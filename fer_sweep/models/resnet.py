@@ -3,7 +3,6 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from fer_sweep.models.registry import register_model
 
@@ -67,6 +66,8 @@ def resnet9_wide(num_classes: int = 7, in_channels: int = 1) -> ResNet9:
 @register_model("resnet18")
 def resnet18(num_classes: int = 7, in_channels: int = 1) -> nn.Module:
     """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, so 48x48 keeps spatial detail."""
+    import torchvision  # here, not at the top: importing it costs every CLI process 2-3 s (it pulls in dynamo)
+
     net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
