@@ -61,7 +61,8 @@ class Augmentation:
         if self.crop_padding < 0 or self.rotation < 0 or min(self.translate) < 0:
             raise ConfigError("augmentation: crop_padding, rotation and translate must be >= 0")
         if not (0 < self.scale[0] <= self.scale[1]) or self.shear[0] > self.shear[1]:
-            raise ConfigError(f"augmentation: need 0 < scale lo <= hi and shear lo <= hi, got {self.scale}, {self.shear}")
+            raise ConfigError("augmentation: need 0 < scale lo <= hi and shear lo <= hi, "
+                              f"got {self.scale}, {self.shear}")
         if not (0 <= self.flip <= 1 and 0 <= self.erasing <= 1):
             raise ConfigError("augmentation: flip and erasing are probabilities in [0, 1]")
 

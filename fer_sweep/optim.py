@@ -92,7 +92,8 @@ def onecycle(optimizer, epochs: int, steps_per_epoch: int, pct_start: float = 0.
 
 
 @SCHEDULERS.register("cosine")
-def cosine(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0, min_lr_ratio: float = 0.0) -> Schedule:
+def cosine(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
+           min_lr_ratio: float = 0.0) -> Schedule:
     """Linear warm-up for warmup_epochs, then cosine decay to min_lr_ratio * lr; stepped per batch."""
     plan = {"total": epochs * steps_per_epoch}
     warmup = int(warmup_epochs * steps_per_epoch)

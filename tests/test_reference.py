@@ -54,6 +54,12 @@ def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
     assert main([str(single), "--name", "cells", "--command", "cmd x", "--table", str(table)]) == 0  # no --append
     assert list(pd.read_csv(table).query("sweep == 'cells'")["command"]) == ["cmd x"]
 
+    # a second seed appended as its own run: the first run's curve stays, the new one is named after its folder
+    assert main([str(single), "--name", "seeds", "--command", "seed 0", "--table", str(table)]) == 0
+    assert main([str(copy), "--name", "seeds", "--command", "seed 1", "--table", str(table), "--append"]) == 0
+    assert sorted(p.name for p in (tmp_path / "reference" / "seeds").glob("*history.csv")) == [
+        "0_history.csv", "history.csv"]
+
 
 def test_an_empty_folder_is_refused(tmp_path, capsys):
     assert main([str(tmp_path), "--name", "x", "--command", "c", "--table", str(tmp_path / "t.csv")]) == 2

@@ -117,7 +117,8 @@ def parse_seconds(kind: str, csv_path: str) -> float:
 
 def time_parse_fresh(kind: str, csv_path: Path) -> float:
     """Time a parser in a fresh Python process, so no parser inherits another's heap (imports not timed)."""
-    code = f"from fer_sweep.bench.parsers import parse_seconds; print('PARSE_S', parse_seconds({kind!r}, {str(csv_path)!r}))"
+    code = ("from fer_sweep.bench.parsers import parse_seconds; "
+            f"print('PARSE_S', parse_seconds({kind!r}, {str(csv_path)!r}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("PARSE_S ")]
     if done.returncode != 0 or not lines:

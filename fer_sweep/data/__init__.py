@@ -51,7 +51,8 @@ def load_dataset(cfg: Mapping[str, Any]) -> FERArrays:
     labels = cfg.get("labels", "fer2013")
     if labels == "ferplus":
         if data.source == "synthetic":
-            raise DataError("data.labels=ferplus needs the FER2013 file (data.path): the synthetic set has no FER+ votes")
+            raise DataError("data.labels=ferplus needs the FER2013 file (data.path): "
+                            "the synthetic set has no FER+ votes")
         votes = votes_path(cfg.get("ferplus_path"), Path(data.source))
         data = with_ferplus_labels(data, votes, cfg.get("ferplus_mode", "majority"))
     elif labels != "fer2013":

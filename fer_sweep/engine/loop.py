@@ -72,9 +72,10 @@ def train_step(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, optimiz
                target_mode: str = "label"):
     """One optimisation step on a ready (normalised, augmented) batch; returns (loss, logits).
 
-    Targets are class indices or soft targets (mixup, FER+ votes; see engine/targets.py). The loss is computed in fp32 whatever the precision, as
-    the plain mean of the per-sample (class-weighted) losses: PyTorch's weighted 'mean' divides by the sum of
-    the targets' weights for class indices but by the batch size for soft targets, so batches would not compare.
+    Targets are class indices or soft targets (mixup, FER+ votes; see engine/targets.py). The loss is computed in
+    fp32 whatever the precision, as the plain mean of the per-sample (class-weighted) losses: PyTorch's weighted
+    'mean' divides by the sum of the targets' weights for class indices but by the batch size for soft targets,
+    so batches would not compare.
     """
     with precision.autocast():
         logits = model(x)

@@ -2,7 +2,8 @@
 
 `auto` picks bf16 autocast where the hardware runs it fast (CUDA with bf16; CPUs with AMX or avx512-bf16
 instructions), else fp32. oneDNN also "supports" bf16 on plain AVX-512 CPUs by emulating it, which measured
-2.5-3x slower than fp32 for cnn and resnet9 on such a Xeon, so mere support is not enough. Weights, optimizer state and BatchNorm statistics stay fp32 either way.
+2.5-3x slower than fp32 for cnn and resnet9 on such a Xeon, so mere support is not enough. Weights, optimizer
+state and BatchNorm statistics stay fp32 either way.
 """
 from __future__ import annotations
 

@@ -7,10 +7,10 @@ Each row is one job of results.csv's layout, plus the reference run it belongs t
 `command` that ran it (several folders under one name: one command split over queues, e.g. one per core); the
 data file (`data_copy`, `data_fingerprint`) and the machine come from the jobs' own result.json. Adding a name
 again replaces that name's rows; with --append it adds to them (cells of one table run at different times,
-each with its own command), replacing only earlier rows of the same command. The sweep's results.csv and report.md (and, for a single run, its history.csv,
-named after its folder when there are several; for an Optuna study, its journal, best.yaml and plots) are
-copied into a folder of that name beside the table. Read it all with one
-`pd.read_csv("multirun/reference/results.csv")`.
+each with its own command), replacing only earlier rows of the same command. The sweep's results.csv and
+report.md (and, for a single run, its history.csv, named after its folder when there are several or with
+--append, so an earlier run's curve stays; for an Optuna study, its journal, best.yaml and plots) are copied
+into a folder of that name beside the table. Read it all with one `pd.read_csv("multirun/reference/results.csv")`.
 """
 from __future__ import annotations
 
@@ -58,11 +58,11 @@ def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path
     text = frame.to_csv(index=False)
     results.atomic_write_text(table, text)
     frame = pd.read_csv(io.StringIO(text))  # what a reader gets: new rows' "1" and old rows' 1 are one value
-    _copy_files(run_dirs, table.parent / name, frame[frame["sweep"] == name])
+    _copy_files(run_dirs, table.parent / name, frame[frame["sweep"] == name], append)
     return frame
 
 
-def _copy_files(run_dirs: Sequence[Path], folder: Path, rows: pd.DataFrame) -> None:
+def _copy_files(run_dirs: Sequence[Path], folder: Path, rows: pd.DataFrame, append: bool) -> None:
     name = folder.name
     folder.mkdir(parents=True, exist_ok=True)
     rows = rows.dropna(axis=1, how="all")
@@ -76,7 +76,8 @@ def _copy_files(run_dirs: Sequence[Path], folder: Path, rows: pd.DataFrame) -> N
     for run_dir in run_dirs:
         if (run_dir / results.HISTORY_FILE).exists():  # a single run: keep its learning curve
             label = run_dir.name if unique else f"{run_dir.parent.name}_{run_dir.name}"  # sweep_a/0, sweep_b/0
-            target = results.HISTORY_FILE if len(run_dirs) == 1 else f"{label}_{results.HISTORY_FILE}"
+            alone = len(run_dirs) == 1 and not append  # appended: the folder may hold an earlier run's curve
+            target = results.HISTORY_FILE if alone else f"{label}_{results.HISTORY_FILE}"
             shutil.copyfile(run_dir / results.HISTORY_FILE, folder / target)
 
 
