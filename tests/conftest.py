@@ -20,6 +20,8 @@ FOLDER_SAMPLE = SHARED_DATA / "fer2013_folder_sample"
 # Tiny, fast jobs: small synthetic set, 2 epochs, no plots unless a test asks for them.
 TINY_TRAINING = ["trainer.epochs=2", "trainer.batch_size=64", "trainer.threads=1"]
 FAST = ["data=synthetic", "data.n_train=210", "data.n_public=70", "data.n_private=70", *TINY_TRAINING]
+# For mini-CSV runs whose point is the data, split or table, not the network: resnet9 at width 4 (seconds, not a minute)
+NARROW_RESNET9 = ["model=resnet9", "model.base_width=4"]
 
 
 def shared_sample(path: Path) -> Path:

@@ -99,15 +99,15 @@ def test_a_ferplus_run_writes_eight_classes_and_predict_names_them(mini_pair, tm
 
     import torch
 
-    from tests.conftest import run_cli
+    from tests.conftest import NARROW_RESNET9, run_cli
 
     from fer_sweep import predict
 
     csv, votes = mini_pair
     out = tmp_path / "run"
     done = run_cli(["data.labels=ferplus", f"data.path={csv}", f"data.ferplus_path={votes}",
-                    "data.ferplus_mode=crossentropy", "data.split=official", "trainer.epochs=1", "model=resnet9",
-                    "model.base_width=4", "trainer.threads=1", "trainer.plots=false", f"hydra.run.dir={out}"])
+                    "data.ferplus_mode=crossentropy", "data.split=official", "trainer.epochs=1", *NARROW_RESNET9,
+                    "trainer.threads=1", "trainer.plots=false", f"hydra.run.dir={out}"])
     assert done.returncode == 0, done.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["labels"] == "ferplus/crossentropy" and list(result["per_class_test_acc"]) == list(CLASSES)

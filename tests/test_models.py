@@ -1,4 +1,7 @@
 """Model shapes and parameter counts, pinned so an accidental architecture change is caught."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -60,9 +63,6 @@ def test_unknown_input_norm_is_named():
 
 
 def test_model_table_command_lists_params_and_flops():
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-m", "fer_sweep.models", "cnn", "resnet9"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -76,9 +76,6 @@ def test_model_table_command_lists_params_and_flops():
 def test_the_cli_does_not_import_torchvision():
     """torchvision pulls in torch._dynamo: 2-3 s more for every `python -m fer_sweep ...` that never builds a
     resnet18 (a bad-input message, predict, evaluate); the model imports it when it builds one."""
-    import subprocess
-    import sys
-
     probe = "import sys, fer_sweep.app, fer_sweep.predict, fer_sweep.evaluate; print('torchvision' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"

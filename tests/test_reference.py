@@ -1,7 +1,7 @@
 """multirun/reference/results.csv: sweeps and single runs collected into one table, by name, with commands."""
 import pandas as pd
 
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, NARROW_RESNET9, run_cli
 
 from fer_sweep.sweep.reference import main
 
@@ -10,8 +10,8 @@ def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
     sweep, single = tmp_path / "sweep", tmp_path / "single"
     done = run_cli(["--multirun", *FAST, "model=cnn,resnet9", "trainer.plots=false", f"hydra.sweep.dir={sweep}"])
     assert done.returncode == 0, done.stderr
-    done = run_cli(["data=fer2013", f"data.path={mini_csv}", "model=resnet9", "model.base_width=4",
-                    "trainer.epochs=1", "trainer.plots=false", "trainer.threads=1", f"hydra.run.dir={single}"])
+    done = run_cli(["data=fer2013", f"data.path={mini_csv}", *NARROW_RESNET9, "trainer.epochs=1",
+                    "trainer.plots=false", "trainer.threads=1", f"hydra.run.dir={single}"])
     assert done.returncode == 0, done.stderr
     table = tmp_path / "reference" / "results.csv"
     assert main([str(sweep), "--name", "grid", "--command", "cmd A", "--table", str(table)]) == 0

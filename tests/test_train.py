@@ -7,7 +7,7 @@ import torch
 
 from fer_sweep.app import train
 from fer_sweep.results import CHECKPOINT_FILE, HISTORY_COLUMNS
-from tests.conftest import FAST, TINY_TRAINING, run_cli
+from tests.conftest import FAST, NARROW_RESNET9, TINY_TRAINING, run_cli
 
 RESULT_KEYS = {"status", "dataset", "model", "scheduler", "optimizer", "augmentation", "epochs", "lr", "batch_size",
                "seed", "params", "best_epoch", "best_val_acc", "test_acc", "test_loss", "per_class_test_acc",
@@ -95,8 +95,8 @@ def test_diverged_run_is_reported(make_cfg, tmp_path):
 
 
 def test_mini_csv_resnet9(make_cfg, tmp_path, mini_csv):
-    result = train(make_cfg("data=fer2013", f"data.path={mini_csv}", "model=resnet9", "model.base_width=4",
-                            "trainer.epochs=1", "trainer.plots=false"), tmp_path / "r")
+    result = train(make_cfg("data=fer2013", f"data.path={mini_csv}", *NARROW_RESNET9, "trainer.epochs=1",
+                            "trainer.plots=false"), tmp_path / "r")
     assert result["dataset"] == "fer2013" and result["split_sizes"] == {"train": 2586, "val": 647, "test": 360}
     assert result["status"] == "completed" and result["test_acc"] > 0
     # the run names the data it used: the shared sample is recognised by its fingerprint
@@ -169,8 +169,8 @@ def test_test_split_is_scored_with_the_kept_checkpoint(make_cfg, tmp_path, monke
 def test_full_split_trains_on_publictest_and_keeps_the_last_epoch(tmp_path, mini_csv):
     """data.split=full through the CLI: refused without trainer.checkpoint=last (its val faces are trained on),
     and with it Training+PublicTest train, the final epoch is tested."""
-    args = ["model=resnet9", "model.base_width=4", f"data.path={mini_csv}", "data.split=full", "trainer.epochs=2",
-            "trainer.plots=false", "trainer.threads=1", "++data.cache_dir=null"]
+    args = [*NARROW_RESNET9, f"data.path={mini_csv}", "data.split=full", "trainer.epochs=2", "trainer.plots=false",
+            "trainer.threads=1", "++data.cache_dir=null"]
     proc = run_cli([*args, f"hydra.run.dir={tmp_path / 'refused'}"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "data.split=full trains on PublicTest, the val split" in proc.stderr
