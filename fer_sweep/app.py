@@ -146,7 +146,7 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     model = build_model(cfg.model.name, num_classes=len(class_names), **model_kwargs)
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), weight_decay=t.weight_decay)
-    augment = build_augmentation(**cfg.augmentation)
+    augment = build_augmentation(**train_augmentation(cfg))
     # FER+ votes train as the data config says (engine/targets.py); FER2013 and FER+ majority: one class each
     target_mode = cfg.data.get("ferplus_mode", "label") if splits.train.targets is not None else "label"
     if target_mode == "multi_target" and (t.mixup_alpha or t.cutmix_alpha or t.class_weights or t.label_smoothing):
@@ -231,6 +231,18 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     log.info("%s: best val acc %s (epoch %s), test acc %s, %.0fs", status, _fmt(result["best_val_acc"]),
              result["best_epoch"], _fmt(result["test_acc"]), result["train_time_s"])
     return result
+
+
+def train_augmentation(cfg: DictConfig) -> Dict[str, Any]:
+    """cfg.augmentation, plus the random crop that a network seeing model.input_crop windows trains on."""
+    fields = dict(cfg.augmentation)
+    crop = cfg.model.get("input_crop")
+    if crop and int(crop) < 48:
+        if fields.get("crop") not in (None, 0, crop):
+            raise ConfigError(f"augmentation.crop={fields['crop']} but model.input_crop={crop}: the network trains "
+                              "on the crops it is built for; set model.input_crop alone")
+        fields["crop"] = int(crop)
+    return fields
 
 
 def fit_epochs_to_budget(cfg: DictConfig, model, train_set, val_set, test_set, precision, augment, target_mode: str,

@@ -34,7 +34,7 @@ class Augmentation:
     """Per-sample random augmentation of a batch; field semantics follow the torchvision transforms.
 
     Forward order (as in the `seed` pipeline): crop shift -> rotation -> shear -> scale -> translate -> flip,
-    all about the image centre, then random erasing. Borders are filled by reflection (grid_sample's
+    all about the image centre, then a random crop x crop window when `crop` is set, then random erasing. Borders are filled by reflection (grid_sample's
     reflection repeats the edge pixel, unlike pad(mode="reflect"); this only touches the outer band).
     Erased rectangles are filled with 0: the batch is expected to be normalised already, so 0 is the
     dataset mean, exactly like torchvision's RandomErasing(value=0) placed after Normalize.
@@ -48,18 +48,19 @@ class Augmentation:
     scale: Tuple[float, float] = (1.0, 1.0)    # zoom factor ~ U(lo, hi); > 1 zooms in
     flip: float = 0.0                          # horizontal flip probability
     erasing: float = 0.0                       # RandomErasing probability (area 2-20%, aspect 0.3-3.3)
+    crop: int = 0                              # RandomCrop(crop): a crop x crop window; 0 keeps the whole image
 
     def __post_init__(self) -> None:
         # Hydra hands over ListConfigs and ints; normalise so equality and arithmetic behave.
         self.crop_padding, self.rotation = int(self.crop_padding), float(self.rotation)
-        self.flip, self.erasing = float(self.flip), float(self.erasing)
+        self.flip, self.erasing, self.crop = float(self.flip), float(self.erasing), int(self.crop or 0)
         for f in ("translate", "shear", "scale"):
             value = tuple(float(v) for v in getattr(self, f))
             if len(value) != 2:
                 raise ConfigError(f"augmentation.{f} must have two values, got {value}")
             setattr(self, f, value)
-        if self.crop_padding < 0 or self.rotation < 0 or min(self.translate) < 0:
-            raise ConfigError("augmentation: crop_padding, rotation and translate must be >= 0")
+        if self.crop_padding < 0 or self.rotation < 0 or min(self.translate) < 0 or self.crop < 0:
+            raise ConfigError("augmentation: crop_padding, rotation, translate and crop must be >= 0")
         if not (0 < self.scale[0] <= self.scale[1]) or self.shear[0] > self.shear[1]:
             raise ConfigError("augmentation: need 0 < scale lo <= hi and shear lo <= hi, "
                               f"got {self.scale}, {self.shear}")
@@ -70,7 +71,7 @@ class Augmentation:
     def warps(self) -> bool:
         """True when some geometric step other than flipping is on, i.e. grid_sample is needed."""
         return bool(self.crop_padding or self.rotation or any(self.translate) or any(self.shear)
-                    or self.scale != (1.0, 1.0))
+                    or self.scale != (1.0, 1.0) or self.crop)
 
     @property
     def is_identity(self) -> bool:
@@ -82,11 +83,20 @@ class Augmentation:
 
         Draws happen on the generator's own device (the CPU one if that is what was given) and are then
         moved to `device`. Returns pixel/degree values: shift (n,2), angle, translate (n,2), shear, scale,
-        flip (bool), erase (bool) and erase_box (n,4) = top, left, height, width.
+        flip (bool), erase (bool), erase_box (n,4) = top, left, height, width (in the output, the window when
+        cropping) and, with `crop`, window (n,2) = the crop's left and top in the warped image.
         """
-        H, W = size
         gen_device = generator.device if generator is not None else device
         u = torch.rand(n, 13, generator=generator, device=gen_device).to(device)
+        window = None
+        if self.crop:  # a separate draw, so presets without a crop keep their random streams
+            if self.crop > min(size):
+                raise ConfigError(f"augmentation.crop={self.crop} is larger than the {size[0]}x{size[1]} images")
+            v = torch.rand(n, 2, generator=generator, device=gen_device).to(device)
+            limits = torch.tensor([size[1], size[0]], device=device) - self.crop
+            window = torch.minimum((v * (limits + 1)).floor(), limits)
+            size = (self.crop, self.crop)
+        H, W = size
         p = self.crop_padding
         span = lambda col, lo, hi: lo + (hi - lo) * u[:, col]  # noqa: E731 - U(lo, hi) from column col
         area = span(9, 0.02, 0.2) * H * W
@@ -105,6 +115,7 @@ class Augmentation:
             "erase_box": torch.stack([torch.minimum((u[:, 11] * (H - h + 1)).floor(), H - h),
                                       torch.minimum((u[:, 12] * (W - w + 1)).floor(), W - w),
                                       h, w], dim=1).long(),
+            **({"window": window} if window is not None else {}),
         }
 
     def matrices(self, params: Params, size: Tuple[int, int] = (48, 48)) -> torch.Tensor:
@@ -114,6 +125,8 @@ class Augmentation:
         pipeline directly: undo crop . undo rotate . undo (scale*shear) . undo translate . undo flip.
         Each step works in pixels centred on the image middle (y points down); normalised coordinates are
         then x_n = 2*x/W, y_n = 2*y/H, e.g. a shift of s px to the right gives theta[0, 2] = -2*s/W.
+        With `crop`, the output is the crop x crop window at params["window"]: its pixels, centred on the window,
+        are first moved to where the window lies in the warped image.
         """
         H, W = size
         angle, shear = torch.deg2rad(params["angle"]), torch.deg2rad(params["shear"])
@@ -125,20 +138,29 @@ class Augmentation:
         undo_translate = _affine(one, zero, zero, one, -params["translate"][:, 0], -params["translate"][:, 1])
         undo_flip = _affine(1 - 2 * params["flip"].to(angle.dtype), zero, zero, one)
         inverse = undo_crop @ undo_rotate @ undo_scale_shear @ undo_translate @ undo_flip
+        out_h, out_w = H, W
+        if self.crop:
+            out_h = out_w = self.crop
+            window = params["window"].to(angle.dtype)
+            inverse = inverse @ _affine(one, zero, zero, one, window[:, 0] + (out_w - W) / 2,
+                                        window[:, 1] + (out_h - H) / 2)
         to_norm = torch.diag(torch.tensor([2 / W, 2 / H, 1.0], dtype=inverse.dtype, device=inverse.device))
-        from_norm = torch.diag(torch.tensor([W / 2, H / 2, 1.0], dtype=inverse.dtype, device=inverse.device))
+        from_norm = torch.diag(torch.tensor([out_w / 2, out_h / 2, 1.0], dtype=inverse.dtype,
+                                            device=inverse.device))
         return (to_norm @ inverse @ from_norm)[:, :2, :]
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        """Augment `x` (B, C, H, W) with given params; dtype, shape and memory format are kept."""
+        """Augment `x` (B, C, H, W) with given params; dtype, memory format and (without `crop`) shape are kept."""
         if self.is_identity:
             return x
         channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        B, _, H, W = x.shape
+        B, C, H, W = x.shape
         if self.warps:
             work = x if x.dtype in (torch.float32, torch.float64) else x.float()  # bf16/fp16: warp in fp32
             theta = self.matrices(params, (H, W)).to(work.dtype)
-            grid = F.affine_grid(theta, list(work.shape), align_corners=False)
+            if self.crop:
+                H = W = self.crop
+            grid = F.affine_grid(theta, [B, C, H, W], align_corners=False)
             out = F.grid_sample(work, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         elif self.flip:
             out = torch.where(params["flip"].view(B, 1, 1, 1), x.flip(-1), x)

@@ -194,7 +194,7 @@ def test_validation_uses_no_tta(make_cfg, tmp_path, monkeypatch):
         def on_train_end(self, history):
             modes.append("end of training")
 
-    monkeypatch.setattr(loop, "tta_views", lambda x, mode: modes.append(mode) or tta_views(x, mode))
+    monkeypatch.setattr(loop, "tta_views", lambda x, mode, crop=None: modes.append(mode) or tta_views(x, mode, crop))
     train(make_cfg(*FAST, "trainer.tta=flip", "trainer.plots=false"), tmp_path / "t", callbacks=[EndOfTraining()])
     end = modes.index("end of training")
     assert modes[:end] and set(modes[:end]) == {"none"}

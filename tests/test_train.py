@@ -102,7 +102,8 @@ def test_mini_csv_resnet9(make_cfg, tmp_path, mini_csv):
     # the run names the data it used: the shared sample is recognised by its fingerprint
     assert (result["data_copy"], result["data_fingerprint"]) == ("kaggle_mini", "a80f975efc0c5c54")
     payload = torch.load(tmp_path / "r" / CHECKPOINT_FILE, weights_only=True)
-    assert payload["model_kwargs"] == {"base_width": 4, "input_norm": "per_image"}  # the config's, as trained
+    # the config's, as trained
+    assert payload["model_kwargs"] == {"base_width": 4, "input_norm": "per_image", "input_crop": None}
 
 
 @pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, False, "bf16"), (False, True, "bf16"),

@@ -20,6 +20,7 @@ from fer_sweep.engine.precision import Precision
 from fer_sweep.engine.targets import batch_targets, per_sample_loss
 from fer_sweep.engine.targets import correct as count_correct
 from fer_sweep.engine.techniques import EMA, mix_batch, tta_views
+from fer_sweep.models import input_crop_of
 from fer_sweep.optim import Schedule
 
 
@@ -43,7 +44,7 @@ class Evaluation:
 @torch.no_grad()
 def predict_logits(model: nn.Module, images_u8: torch.Tensor, precision: Precision, tta: str = "none") -> torch.Tensor:
     """fp32 logits for a uint8 batch; with test-time augmentation (flip, tencrop), the mean over the views."""
-    views = tta_views(normalize(images_u8), tta)
+    views = tta_views(normalize(images_u8), tta, input_crop_of(model))
     with precision.autocast():
         return torch.stack([model(v.contiguous(memory_format=torch.channels_last)).float() for v in views]).mean(0)
 

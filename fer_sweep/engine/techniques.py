@@ -70,21 +70,26 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alp
     return x, lam * onehot + (1 - lam) * onehot[perm]
 
 
-def tta_views(x: torch.Tensor, mode: str) -> list:
+def tta_views(x: torch.Tensor, mode: str, crop: Optional[int] = None) -> list:
     """The views whose predictions are averaged: the image; + its mirror; or ten crops (4 corners and the
-    centre at 44x44, resized back to 48x48, each with its mirror), as Khaireddin & Chen score the test set."""
+    centre, each with its mirror), as Khaireddin & Chen score the test set. A network that sees `crop` x `crop`
+    windows (models/input_crop.py) gets its ten crops at that size; one that sees whole faces gets them at
+    44x44, resized back to 48x48."""
     if mode in ("none", False, None):
         return [x]
     if mode in ("flip", True):
         return [x, torch.flip(x, dims=[-1])]
     if mode != "tencrop":
         raise ConfigError(f"unknown trainer.tta {mode!r}; expected one of {list(TTA_MODES)}")
-    size, crop = x.shape[-1], x.shape[-1] - 4
-    offsets = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]
+    size = x.shape[-1]
+    resize = not crop or crop >= size
+    crop = size - 4 if resize else crop
+    far, mid = size - crop, (size - crop) // 2
     views = []
-    for dy, dx in offsets:
-        view = F.interpolate(x[..., dy:dy + crop, dx:dx + crop], size=(size, size), mode="bilinear",
-                             align_corners=False)
+    for dy, dx in [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]:
+        view = x[..., dy:dy + crop, dx:dx + crop]
+        if resize:
+            view = F.interpolate(view, size=(size, size), mode="bilinear", align_corners=False)
         views += [view, torch.flip(view, dims=[-1])]
     return views
 

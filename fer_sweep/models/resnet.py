@@ -27,7 +27,8 @@ class Residual(nn.Module):
 
 
 class ResNet9(nn.Module):
-    """ResNet9 for 48x48 input: prep, two residual stages, and a pooled classifier.
+    """ResNet9 for 48x48 input (40-47 work too: 5x5 final maps pool to 3x3 as well), prep, two residual stages,
+    and a pooled classifier.
 
     widths=(16, 32, 64, 128) is the article's grayscale variant; the DAWNBench network the article pictures
     uses 64-128-256-512 (`resnet9_wide`).
@@ -42,7 +43,8 @@ class ResNet9(nn.Module):
         self.layer2 = conv_block(w1, w2, pool=True)   # 24 -> 12
         self.layer3 = conv_block(w2, w3, pool=True)   # 12 -> 6
         self.res2 = Residual(w3)
-        self.classifier = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(),  # 6 -> 3
+        # ceil_mode: 6 -> 3 as a plain 2x2 pool, and 5 -> 3 for the 40x40 crops of input_crop (models/input_crop.py)
+        self.classifier = nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(),  # 6 -> 3
                                         nn.Linear(w3 * 3 * 3, hidden), nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
