@@ -86,23 +86,23 @@ class Augmentation:
         flip (bool), erase (bool), erase_box (n,4) = top, left, height, width (in the output, the window when
         cropping) and, with `crop`, window (n,2) = the crop's left and top in the warped image.
         """
+        H, W = size
         gen_device = generator.device if generator is not None else device
         u = torch.rand(n, 13, generator=generator, device=gen_device).to(device)
-        window = None
+        window, (out_h, out_w) = None, size  # erasing happens in the output: the whole image or the crop
         if self.crop:  # a separate draw, so presets without a crop keep their random streams
-            if self.crop > min(size):
-                raise ConfigError(f"augmentation.crop={self.crop} is larger than the {size[0]}x{size[1]} images")
+            if self.crop > min(H, W):
+                raise ConfigError(f"augmentation.crop={self.crop} is larger than the {H}x{W} images")
             v = torch.rand(n, 2, generator=generator, device=gen_device).to(device)
-            limits = torch.tensor([size[1], size[0]], device=device) - self.crop
+            limits = torch.tensor([W, H], device=device) - self.crop
             window = torch.minimum((v * (limits + 1)).floor(), limits)
-            size = (self.crop, self.crop)
-        H, W = size
+            out_h = out_w = self.crop
         p = self.crop_padding
         span = lambda col, lo, hi: lo + (hi - lo) * u[:, col]  # noqa: E731 - U(lo, hi) from column col
-        area = span(9, 0.02, 0.2) * H * W
+        area = span(9, 0.02, 0.2) * out_h * out_w
         ratio = torch.exp(span(10, math.log(0.3), math.log(3.3)))
-        h = torch.sqrt(area * ratio).round().clamp(1, H)
-        w = torch.sqrt(area / ratio).round().clamp(1, W)
+        h = torch.sqrt(area * ratio).round().clamp(1, out_h)
+        w = torch.sqrt(area / ratio).round().clamp(1, out_w)
         return {
             "shift": (u[:, 0:2] * (2 * p + 1)).floor().clamp(max=2 * p) - p,
             "angle": span(2, -self.rotation, self.rotation),
@@ -112,8 +112,8 @@ class Augmentation:
             "scale": span(6, *self.scale),
             "flip": u[:, 7] < self.flip,
             "erase": u[:, 8] < self.erasing,
-            "erase_box": torch.stack([torch.minimum((u[:, 11] * (H - h + 1)).floor(), H - h),
-                                      torch.minimum((u[:, 12] * (W - w + 1)).floor(), W - w),
+            "erase_box": torch.stack([torch.minimum((u[:, 11] * (out_h - h + 1)).floor(), out_h - h),
+                                      torch.minimum((u[:, 12] * (out_w - w + 1)).floor(), out_w - w),
                                       h, w], dim=1).long(),
             **({"window": window} if window is not None else {}),
         }
