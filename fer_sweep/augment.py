@@ -34,8 +34,9 @@ class Augmentation:
     """Per-sample random augmentation of a batch; field semantics follow the torchvision transforms.
 
     Forward order (as in the `seed` pipeline): crop shift -> rotation -> shear -> scale -> translate -> flip,
-    all about the image centre, then a random crop x crop window when `crop` is set, then random erasing. Borders are filled by reflection (grid_sample's
-    reflection repeats the edge pixel, unlike pad(mode="reflect"); this only touches the outer band).
+    all about the image centre, then a random crop x crop window when `crop` is set, then random erasing.
+    Borders are filled by reflection (grid_sample's reflection repeats the edge pixel, unlike
+    pad(mode="reflect"); this only touches the outer band).
     Erased rectangles are filled with 0: the batch is expected to be normalised already, so 0 is the
     dataset mean, exactly like torchvision's RandomErasing(value=0) placed after Normalize.
     """

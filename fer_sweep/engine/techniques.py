@@ -72,9 +72,9 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alp
 
 def tta_views(x: torch.Tensor, mode: str, crop: Optional[int] = None) -> list:
     """The views whose predictions are averaged: the image; + its mirror; or ten crops (4 corners and the
-    centre, each with its mirror), as Khaireddin & Chen score the test set. A network that sees `crop` x `crop`
-    windows (models/input_crop.py) gets its ten crops at that size; one that sees whole faces gets them at
-    44x44, resized back to 48x48."""
+    centre, each with its mirror). A network that sees `crop` x `crop` windows (models/input_crop.py) gets its
+    ten crops at that size, as Khaireddin & Chen score the test set (ten 40x40 crops of a network trained on
+    40x40 crops); one that sees whole faces gets them at 44x44, resized back to 48x48."""
     if mode in ("none", False, None):
         return [x]
     if mode in ("flip", True):
