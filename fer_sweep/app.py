@@ -34,6 +34,7 @@ from fer_sweep.engine.precision import describe_machine, resolve_device, resolve
 from fer_sweep.engine.techniques import EMA, balanced_class_weights
 from fer_sweep.errors import ConfigError, UserError
 from fer_sweep.models import build_model, count_parameters
+from fer_sweep.models.input_crop import FACE_SIZE
 from fer_sweep.optim import build_optimizer, build_schedule
 from fer_sweep.trackers import Trackers, build_trackers
 
@@ -237,7 +238,7 @@ def train_augmentation(cfg: DictConfig) -> Dict[str, Any]:
     """cfg.augmentation, plus the random crop that a network seeing model.input_crop windows trains on."""
     fields = dict(cfg.augmentation)
     crop = cfg.model.get("input_crop")
-    if crop and int(crop) < 48:
+    if crop and int(crop) < FACE_SIZE:  # as with_input_crop reads it: the face's own size means no crop
         if fields.get("crop") not in (None, 0, crop):
             raise ConfigError(f"augmentation.crop={fields['crop']} but model.input_crop={crop}: the network trains "
                               "on the crops it is built for; set model.input_crop alone")
