@@ -130,6 +130,27 @@ def test_bench_from_image_folder_writes_a_csv(folder_sample, capsys):
     assert "2. Training throughput: skipped" in capsys.readouterr().out
 
 
+def test_bench_times_crops_side_by_side_with_whole_faces(bench_csv, tmp_path, capsys):
+    from fer_sweep import bench
+
+    out = tmp_path / "bench.json"
+    bench.main(["--csv", str(bench_csv), "--rows", "200", "--steps", "2", "--warmup", "1", "--models", "resnet9",
+                "--batch-size", "16", "--threads", "1", "--skip-parse", "--skip-memory-probe", "--input-crop", "40",
+                "--output", str(out)])
+    report = capsys.readouterr().out
+    assert "40x40" in report and "crop/whole" in report
+    row = json.loads(out.read_text())["train"]["resnet9"]
+    assert row["ours_crop"] > 0 and row["crop_vs_whole"] == pytest.approx(row["ours_crop"] / row["ours"])
+
+
+def test_bench_refuses_a_crop_before_timing_a_model_that_cannot_take_it(bench_csv, capsys):
+    from fer_sweep import bench
+
+    with pytest.raises(SystemExit, match=r"--input-crop 40: model 'cnn'.*--models"):
+        bench.main(["--csv", str(bench_csv), "--models", "cnn,resnet9", "--input-crop", "40", "--skip-parse"])
+    assert "2. Training throughput" not in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_bench_cli_with_memory_probe(bench_csv, tmp_path):
     out = tmp_path / "bench.json"

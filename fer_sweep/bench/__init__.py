@@ -3,6 +3,7 @@
     python -m fer_sweep.bench --csv fer2013.csv                      # full benchmark (minutes)
     python -m fer_sweep.bench --folder archive/ --output bench.json  # image-folder layout: a CSV is written first
     python -m fer_sweep.bench --csv fer2013.csv --rows 2000 --steps 3   # a quick look
+    python -m fer_sweep.bench --csv fer2013.csv --models resnet9 --input-crop 40 --skip-parse   # 48x48 vs crops
 
 Sections (each figure is measured in this run, on this machine):
 
@@ -14,7 +15,8 @@ Sections (each figure is measured in this run, on this machine):
    classic = DataLoader, 2 workers, a PIL image per sample and the article's torchvision transforms, fp32,
    contiguous tensors; ceiling = the bare model step on one fixed batch (no data work) at the resolved precision,
    channels_last; ours = the real ``fit`` loop (DeviceBatches, normalize, the ``seed`` augmentation) at that
-   precision, timed per batch by a callback.
+   precision, timed per batch by a callback; with ``--input-crop N`` ours again with the network on random NxN
+   windows (``model.input_crop=N``), and the ratio to ours on whole faces.
 3. Memory: bytes of the dataset as held (uint8) vs the article's float64 pixel arrays; peak RSS of a fresh process
    training on the whole dataset, and of this process.
 4. The machine: CPU model, cores, torch version, device, precision.

@@ -23,6 +23,8 @@ from fer_sweep.data.arrays import FERArrays
 from fer_sweep.data.cache import cached
 from fer_sweep.data.fer2013 import read_fer2013
 from fer_sweep.engine.precision import resolve_device, resolve_precision
+from fer_sweep.errors import ConfigError
+from fer_sweep.models import build_model
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -43,6 +45,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats of each throughput "
                                                             "measurement; the best is reported (default 1)")
     ap.add_argument("--classic-bf16", action="store_true", help="also time the classic pipeline at our precision")
+    ap.add_argument("--input-crop", type=int, metavar="N", help="also time ours training on random NxN windows "
+                                                                  "(model.input_crop=N), side by side with 48x48")
     ap.add_argument("--skip-parse", action="store_true")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-memory-probe", action="store_true", help="no fresh-process peak-RSS measurement")
@@ -60,6 +64,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         ap.error("give --csv or --folder, not both")
     if args.time_to is not None and not 0 < args.time_to <= 1:
         ap.error(f"--time-to {args.time_to}: an accuracy in (0, 1], e.g. 0.659")
+    if args.input_crop is not None and args.input_crop < 1:
+        ap.error(f"--input-crop {args.input_crop}: a size in pixels, e.g. 40")
     if min(args.warmup, args.steps, args.batch_size, args.repeats) < 1:
         ap.error("--warmup, --steps, --batch-size and --repeats must be >= 1")
     return args
@@ -77,10 +83,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.input_crop:
+        check_input_crop(models, args.input_crop)
     res: Dict[str, Any] = {"command": "python -m fer_sweep.bench " + " ".join(sys.argv[1:] if argv is None else argv),
                            "machine": machine_info(device, precision), "batch_size": args.batch_size,
                            "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
-                           "models": models}
+                           "models": models, "input_crop": args.input_crop}
 
     csv, folder = args.csv, args.folder
     if csv is None and folder is None:
@@ -119,12 +127,21 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         if not args.skip_train:
             say(f"2. training throughput ({', '.join(models)}; device {device}, precision {precision.name})...")
             res["train"] = bench_train(data, models, device, precision, args.batch_size, args.warmup, args.steps,
-                                       args.classic_bf16, args.repeats, log=say)
+                                       args.classic_bf16, args.repeats, log=say, input_crop=args.input_crop)
         say("3. memory" + ("" if args.skip_memory_probe else " (a fresh process trains 2 steps per model)") + "...")
         res["memory"] = bench_memory(data, workdir, models if not args.skip_train else models[:1], device, precision,
                                      args.batch_size, args.threads, probe=not args.skip_memory_probe)
 
     return finish(res, format_report(res), args.output, say)
+
+
+def check_input_crop(models: Sequence[str], size: int) -> None:
+    """Every model takes size x size inputs, before any timing starts; else exit naming the one that does not."""
+    for name in models:
+        try:
+            build_model(name, input_crop=size)
+        except ConfigError as exc:
+            raise SystemExit(f"--input-crop {size}: model {name!r}: {exc} (choose models with --models)") from None
 
 
 def finish(res: Dict[str, Any], report: str, output: Optional[Path], say) -> Dict[str, Any]:

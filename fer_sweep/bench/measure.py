@@ -74,9 +74,9 @@ def machine_info(device: torch.device, precision: Precision) -> Dict[str, Any]:
     return info
 
 
-def make_model(name: str, device: torch.device, channels_last: bool) -> nn.Module:
+def make_model(name: str, device: torch.device, channels_last: bool, input_crop: Optional[int] = None) -> nn.Module:
     torch.manual_seed(0)
-    model = build_model(name).to(device)
+    model = build_model(name, input_crop=input_crop).to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 

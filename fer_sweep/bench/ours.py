@@ -55,13 +55,15 @@ def _wrapped(data: FERArrays, n: int) -> FERArrays:
 
 
 def time_ours(name: str, data: FERArrays, device: torch.device, precision: Precision, batch_size: int,
-              warmup: int, steps: int) -> float:
-    """images/s of the real training loop (`fit`: DeviceBatches, normalize, `seed` augmentation, the step)."""
+              warmup: int, steps: int, input_crop: Optional[int] = None) -> float:
+    """images/s of the real training loop (`fit`: DeviceBatches, normalize, `seed` augmentation, the step);
+    with input_crop, of the network on random input_crop x input_crop windows (model.input_crop)."""
     train = DeviceBatches(_wrapped(data, (warmup + steps) * batch_size), device)
     val = DeviceBatches(_wrapped(data, 8), device)  # evaluated after the last timed step; not timed
-    model = make_model(name, device, channels_last=True)
+    model = make_model(name, device, channels_last=True, input_crop=input_crop)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     timer = StepTimer(device, warmup, steps)
     fit(model, train, val, optimizer, Schedule(), precision, epochs=1, batch_size=batch_size,
-        augment=build_augmentation("seed"), generator=torch.Generator().manual_seed(0), callbacks=[timer])
+        augment=build_augmentation("seed", crop=input_crop or 0), generator=torch.Generator().manual_seed(0),
+        callbacks=[timer])
     return images_per_s(timer.marks, steps, batch_size)

@@ -63,17 +63,25 @@ def format_report(res: Dict[str, Any]) -> str:
         has_lowp = any("classic_lowp" in r for r in t.values())
         if has_lowp:
             header.insert(2, f"classic {prec}")
+        crop = res.get("input_crop")
+        if crop:
+            header += [f"ours {prec} {crop}x{crop}", "crop/whole"]
         rows = [header]
         for name, r in t.items():
             row = [name, f"{r['classic']:.1f}", f"{r['ceiling']:.1f}", f"{r['ours']:.1f}",
                    f"{r['ours_vs_classic']:.2f}x", f"{100 * r['ours_vs_ceiling']:.0f}%"]
             if has_lowp:
                 row.insert(2, f"{r['classic_lowp']:.1f}" if "classic_lowp" in r else "-")
+            if crop:
+                row += [f"{r['ours_crop']:.1f}", f"{r['crop_vs_whole']:.2f}x"]
             rows.append(row)
         lines += _table(rows)
         lines += ["  classic: DataLoader, 2 workers, PIL + article transforms per image, fp32, contiguous;",
                   "  ceiling: bare model step on one fixed batch, channels_last; ours: fit() with DeviceBatches +",
                   "  normalize + seed augmentation (per-sample, batched), channels_last."]
+        if crop:
+            lines += [f"  ours {crop}x{crop}: the same loop, the network trained on random {crop}x{crop} windows "
+                      f"(model.input_crop={crop})."]
     else:
         lines += ["2. Training throughput: skipped"]
 

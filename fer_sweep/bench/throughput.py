@@ -1,7 +1,7 @@
 """Section 2: training throughput per model, classic vs ceiling vs ours, interleaved when repeated."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -13,8 +13,9 @@ from fer_sweep.engine.precision import Precision
 
 def bench_train(data: FERArrays, models: Sequence[str], device: torch.device, precision: Precision,
                 batch_size: int, warmup: int, steps: int, classic_bf16: bool = False, repeats: int = 1,
-                log: Callable[[str], None] = print) -> Dict[str, Dict[str, Any]]:
-    """images/s per model: classic, ceiling and ours (and classic at our precision if asked).
+                log: Callable[[str], None] = print, input_crop: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
+    """images/s per model: classic, ceiling and ours (and classic at our precision if asked; and ours training
+    on input_crop x input_crop windows, model.input_crop, if given).
 
     With repeats > 1 the measurements are interleaved (ceiling, ours, classic, ceiling, ...) and the best of
     each is reported, which damps what other processes on a shared machine do to any single measurement;
@@ -28,6 +29,9 @@ def bench_train(data: FERArrays, models: Sequence[str], device: torch.device, pr
     if classic_bf16 and precision.name != "fp32":
         timers.append(("classic_lowp", f"classic at {precision.name}",
                        lambda n: time_classic(n, data, device, precision, **sizes)))
+    if input_crop:  # timed right after ours on whole faces, so the pair sees the same machine
+        timers.insert(2, ("ours_crop", f"{precision.name}, {input_crop}x{input_crop} crops",
+                          lambda n: time_ours(n, data, device, precision, **sizes, input_crop=input_crop)))
     out: Dict[str, Dict[str, Any]] = {}
     for name in models:
         runs: Dict[str, List[float]] = {key: [] for key, _, _ in timers}
@@ -42,6 +46,8 @@ def bench_train(data: FERArrays, models: Sequence[str], device: torch.device, pr
         row: Dict[str, Any] = {key: max(values) for key, values in runs.items()}
         row["ours_vs_classic"] = row["ours"] / row["classic"]
         row["ours_vs_ceiling"] = row["ours"] / row["ceiling"]
+        if input_crop:
+            row["crop_vs_whole"] = row["ours_crop"] / row["ours"]
         if repeats > 1:
             row["runs"] = runs
         out[name] = row
