@@ -17,6 +17,7 @@ LEVERS = {  # conf/lever/<name>.yaml -> the settings it changes from experiment=
     "sgd": {"optimizer.name": "sgd", "optimizer.lr": 0.02, "trainer.weight_decay": 5.0e-4, "optimizer.betas": None,
             "optimizer.momentum": 0.9, "optimizer.nesterov": True},
     "crop_40": {"model.input_crop": 40},
+    "lean": {"model.name": "resnet9_lean"},
 }
 
 

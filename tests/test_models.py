@@ -7,8 +7,8 @@ import torch
 
 from fer_sweep.models import MODELS, build_model, count_parameters
 
-PARAMS = {"cnn": 5_530_119, "resnet9": 1_005_863, "resnet9_wide": 8_932_487, "resnet18": 11_171_271,
-          "vgg": 40_376_519}
+PARAMS = {"cnn": 5_530_119, "resnet9": 1_005_863, "resnet9_lean": 1_005_863, "resnet9_wide": 8_932_487,
+          "resnet18": 11_171_271, "vgg": 40_376_519}
 
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
@@ -23,6 +23,25 @@ def test_resnet9_width_is_one_knob():
     """base_width doubles per stage: 64 is exactly resnet9_wide, 32 sits between."""
     assert count_parameters(build_model("resnet9", base_width=64)) == PARAMS["resnet9_wide"]
     assert PARAMS["resnet9"] < count_parameters(build_model("resnet9", base_width=32)) < PARAMS["resnet9_wide"]
+
+
+def _batchnorm_map_sizes(name: str) -> list:
+    sizes = []
+    model = build_model(name).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.register_forward_hook(lambda m, inputs, out: sizes.append(inputs[0].shape[-1]))
+    model(torch.randn(1, 1, 48, 48))
+    return sizes
+
+
+def test_resnet9_lean_normalises_smaller_maps_with_the_same_weights():
+    """The lean twin's halvings come before BN (a stride-2 conv, then pooling before BN), so BN and ReLU of the
+    three halving blocks see 24/12/6 maps where resnet9's see 48/24/12; the weights are interchangeable."""
+    assert _batchnorm_map_sizes("resnet9") == [48, 48, 24, 24, 24, 12, 6, 6]
+    assert _batchnorm_map_sizes("resnet9_lean") == [48, 24, 24, 24, 12, 6, 6, 6]
+    shapes = {k: v.shape for k, v in build_model("resnet9").state_dict().items()}
+    assert sorted(shapes.values()) == sorted(v.shape for v in build_model("resnet9_lean").state_dict().values())
 
 
 def test_six_classes():
