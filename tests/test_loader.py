@@ -143,6 +143,20 @@ def test_bench_times_crops_side_by_side_with_whole_faces(bench_csv, tmp_path, ca
     assert row["ours_crop"] > 0 and row["crop_vs_whole"] == pytest.approx(row["ours_crop"] / row["ours"])
 
 
+def test_bench_sets_each_models_pace_beside_the_first(bench_csv, tmp_path, capsys):
+    from fer_sweep import bench
+
+    out = tmp_path / "bench.json"
+    bench.main(["--csv", str(bench_csv), "--rows", "200", "--steps", "2", "--warmup", "1", "--models",
+                "resnet9,resnet9_lean", "--batch-size", "16", "--threads", "1", "--skip-parse", "--skip-memory-probe",
+                "--output", str(out)])
+    report = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in report.splitlines() if line.startswith("  resnet9")}
+    train = json.loads(out.read_text())["train"]
+    assert rows["resnet9"][-1] == "1.00x"
+    assert rows["resnet9_lean"][-1] == f"{train['resnet9_lean']['ours'] / train['resnet9']['ours']:.2f}x"
+
+
 def test_bench_refuses_a_crop_before_timing_a_model_that_cannot_take_it(bench_csv, capsys):
     from fer_sweep import bench
 

@@ -66,6 +66,9 @@ def format_report(res: Dict[str, Any]) -> str:
         crop = res.get("input_crop")
         if crop:
             header += [f"ours {prec} {crop}x{crop}", "crop/whole"]
+        first = next(iter(t))  # several models: each one's pace against the first, side by side
+        if len(t) > 1:
+            header.append(f"ours/{first}")
         rows = [header]
         for name, r in t.items():
             row = [name, f"{r['classic']:.1f}", f"{r['ceiling']:.1f}", f"{r['ours']:.1f}",
@@ -74,6 +77,8 @@ def format_report(res: Dict[str, Any]) -> str:
                 row.insert(2, f"{r['classic_lowp']:.1f}" if "classic_lowp" in r else "-")
             if crop:
                 row += [f"{r['ours_crop']:.1f}", f"{r['crop_vs_whole']:.2f}x"]
+            if len(t) > 1:
+                row.append(f"{r['ours'] / t[first]['ours']:.2f}x")
             rows.append(row)
         lines += _table(rows)
         lines += ["  classic: DataLoader, 2 workers, PIL + article transforms per image, fp32, contiguous;",

@@ -81,7 +81,7 @@ def resnet9(num_classes: int = 7, in_channels: int = 1, base_width: int = 16) ->
 def resnet9_lean(num_classes: int = 7, in_channels: int = 1, base_width: int = 16) -> ResNet9:
     """resnet9 with the same parameters but cheaper halvings for a CPU: the 48x48 stage's second conv strides 2
     instead of max-pooling its output, and the later stages pool before BN and ReLU. On a 2-core CPU that stage
-    costs about 40% of a step at 48x48 (profiled, bf16); this trains about 1.3x the images a second (bench)."""
+    costs about 40% of a step (profiled, bf16); this trained 1.1-1.3x the images a second (two bench runs)."""
     return ResNet9(num_classes, in_channels, widths=tuple(base_width * 2**k for k in range(4)),
                    downsample=("stride", "pool_first", "pool_first"))
 
