@@ -15,8 +15,8 @@ def test_help_names_the_tool_and_shows_usage_groups_and_config():
         assert out.index(command) > usage
     groups = out.index("== Configuration groups ==")
     assert groups > usage and out.index("== Config ==") > groups
-    for line in ("model: cnn, resnet18, resnet9, resnet9_lean, resnet9_wide, vgg", "hparams_search: fast_search, optuna_lr",
-                 "logger: many, mlflow, none, tensorboard"):
+    for line in ("model: cnn, resnet18, resnet9, resnet9_lean, resnet9_wide, vgg",
+                 "hparams_search: fast_search, optuna_lr", "logger: many, mlflow, none, tensorboard"):
         assert line in out[groups:]
     assert "$APP_CONFIG_GROUPS" not in out and "$CONFIG" not in out
     config = out[out.index("== Config =="):]

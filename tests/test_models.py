@@ -35,7 +35,7 @@ def _batchnorm_map_sizes(name: str) -> list:
     return sizes
 
 
-def test_resnet9_lean_normalises_smaller_maps_with_the_same_weights():
+def test_resnet9_lean_normalises_smaller_maps_with_the_same_parameter_shapes():
     """The lean twin's halvings come before BN (a stride-2 conv, then pooling before BN), so BN and ReLU of the
     three halving blocks see 24/12/6 maps where resnet9's see 48/24/12; the parameters have the same shapes."""
     assert _batchnorm_map_sizes("resnet9") == [48, 48, 24, 24, 24, 12, 6, 6]
