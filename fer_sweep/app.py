@@ -31,7 +31,7 @@ from fer_sweep.engine.callbacks import CHECKPOINT_CHOICES, BestCheckpoint, Callb
 from fer_sweep.engine.test_curve import TestEveryEpoch
 from fer_sweep.engine.loop import evaluate, fit
 from fer_sweep.engine.precision import describe_machine, resolve_device, resolve_precision
-from fer_sweep.engine.techniques import EMA, balanced_class_weights
+from fer_sweep.engine.techniques import EMA, FlipsOnlyFinish, balanced_class_weights
 from fer_sweep.errors import ConfigError, UserError
 from fer_sweep.models import build_model, count_parameters
 from fer_sweep.models.input_crop import FACE_SIZE
@@ -180,6 +180,10 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
         run_callbacks.append(Deadline(float(t.time_budget_s), tic, int(t.epochs), reserve_s, schedule,
                                       steps_per_epoch, cap=epoch_cap, clock=clock,
                                       on_replan=lambda epochs: setattr(t, "epochs", epochs)))
+    train_augment = None if augment.is_identity else augment
+    if t.get("flip_only_finish") and train_augment is not None:  # after the Deadline: it reads the re-planned length
+        train_augment = FlipsOnlyFinish(augment, float(t.flip_only_finish), lambda: t.epochs)
+        run_callbacks.append(train_augment)
     class_weights = None
     if t.class_weights == "balanced":
         class_weights = balanced_class_weights(train_set.labels, len(class_names)).to(device)
@@ -189,7 +193,7 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     # torch.compile pays back on accelerators; on a CPU: +4% for resnet9 in fp32, slower epochs in bf16 (README).
     trained = torch.compile(model) if t.get("compile") else model  # same parameters; checkpoints use `model`
     history = fit(trained, train_set, val_set, optimizer, schedule, precision, lambda: t.epochs, t.batch_size,
-                  augment=None if augment.is_identity else augment, generator=generator,
+                  augment=train_augment, generator=generator,
                   grad_clip_value=t.grad_clip_value, grad_clip_norm=t.grad_clip_norm,
                   label_smoothing=t.label_smoothing, class_weights=class_weights, ema=ema,
                   mixup_alpha=t.mixup_alpha, cutmix_alpha=t.cutmix_alpha, num_classes=len(class_names),

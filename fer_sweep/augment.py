@@ -177,6 +177,12 @@ class Augmentation:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         return out.to(x.dtype).contiguous(memory_format=fmt)
 
+    def flips_only(self) -> "Augmentation":
+        """This augmentation with only its flips left (and the random window a cropped network trains on): faces as
+        the test shows them, for the end of training (trainer.flip_only_finish)."""
+        return replace(self, crop_padding=0, rotation=0.0, translate=(0.0, 0.0), shear=(0.0, 0.0),
+                       scale=(1.0, 1.0), erasing=0.0)
+
     def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         if self.is_identity:
             return x

@@ -127,3 +127,14 @@ def test_build_augmentation_errors_and_overrides():
     assert not seed.sample_params(256, _gen())["flip"].any()
     with pytest.raises(TypeError, match="flipp.*valid fields.*flip"):
         build_augmentation("seed", flipp=0.5)
+
+
+@pytest.mark.parametrize("name", ["seed", "strong"])
+def test_flips_only_leaves_each_face_as_it_is_or_mirrored(name):
+    aug = build_augmentation(name).flips_only()
+    x = torch.rand(64, 1, H, W, generator=_gen(5))
+    y = aug(x, _gen(6))
+    kept = (y == x).flatten(1).all(1)
+    mirrored = (y == x.flip(-1)).flatten(1).all(1)
+    assert bool((kept | mirrored).all()) and kept.any() and mirrored.any()
+    assert aug.name == name and not aug.warps and aug.erasing == 0

@@ -18,6 +18,7 @@ LEVERS = {  # conf/lever/<name>.yaml -> the settings it changes from experiment=
             "optimizer.momentum": 0.9, "optimizer.nesterov": True},
     "crop_40": {"model.input_crop": 40},
     "lean": {"model.name": "resnet9_lean"},
+    "flip_only_finish": {"trainer.flip_only_finish": 0.15},
 }
 
 

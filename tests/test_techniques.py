@@ -1,4 +1,4 @@
-"""EMA, mixup/cutmix, test-time augmentation and class weights, and a run with all of them on."""
+"""EMA, mixup/cutmix, the flips-only finish, test-time augmentation and class weights, and a run with all of them on."""
 import numpy as np
 import pytest
 import torch
@@ -11,7 +11,10 @@ from fer_sweep.data.batches import DeviceBatches
 from fer_sweep.engine import loop
 from fer_sweep.engine.callbacks import Callback
 from fer_sweep.engine.precision import Precision
-from fer_sweep.engine.techniques import EMA, balanced_class_weights, mix_batch, tta_views
+from fer_sweep.augment import build_augmentation
+from fer_sweep.engine.techniques import (EMA, FlipsOnlyFinish, balanced_class_weights, mix_batch,
+                                         tta_views)
+from fer_sweep.errors import ConfigError
 from fer_sweep.optim import Schedule, build_optimizer
 from tests.conftest import FAST
 
@@ -216,3 +219,41 @@ def test_validation_and_test_score_the_ema_weights(make_cfg, tmp_path, monkeypat
     train(make_cfg(*FAST, "trainer.ema_decay=0.9", "trainer.plots=false"), tmp_path / "t")
     assert [phase for phase, _ in scored] == ["val", "val", "test"]
     assert all(model is emas[0].model for _, model in scored)
+
+
+def test_flips_only_finish_follows_the_plan():
+    """The last round(fraction * planned) epochs train with flips only; a re-planned length moves the switch."""
+    plan = {"epochs": 10}
+    finish = FlipsOnlyFinish(build_augmentation("seed"), 0.2, lambda: plan["epochs"])
+    finish.on_train_start(5)
+    used = {}
+    for epoch in range(1, 11):
+        used[epoch] = "flips" if finish.current is finish.finish else "full"
+        if epoch == 9:  # the first flips-only epoch, then the budget finds ten more: the finish moves to 17-20
+            plan["epochs"] = 20
+        finish.on_epoch_end(epoch, {})
+    assert [used[e] for e in range(1, 11)] == ["full"] * 8 + ["flips", "full"]
+    assert finish.current is finish.full and finish.finish_starts() == 17
+    assert finish.finish.flip == 0.5 and not finish.finish.warps
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0])
+def test_flips_only_finish_rejects_a_fraction_outside_0_1(fraction):
+    with pytest.raises(ConfigError, match="flip_only_finish"):
+        FlipsOnlyFinish(build_augmentation("seed"), fraction, lambda: 10)
+
+
+def test_a_run_ends_on_flips_only(make_cfg, tmp_path, monkeypatch):
+    """trainer.flip_only_finish reaches the loop: the first epochs warp, the last only flip."""
+    warped = []
+
+    def record(self, x, generator=None, call=FlipsOnlyFinish.__call__):
+        warped.append(self.current.warps)
+        return call(self, x, generator)
+
+    monkeypatch.setattr(FlipsOnlyFinish, "__call__", record)
+    result = train(make_cfg(*FAST, "trainer.epochs=4", "trainer.flip_only_finish=0.5", "trainer.plots=false"),
+                   tmp_path / "t")
+    assert result["status"] == "completed"
+    half = len(warped) // 2
+    assert warped[:half] == [True] * half and warped[half:] == [False] * half

@@ -1,18 +1,24 @@
-"""Training and test-time techniques beyond the article: weight EMA, mixup/cutmix, ten-crop TTA, class weights.
+"""Training and test-time techniques beyond the article: weight EMA, mixup/cutmix, a flips-only finish, ten-crop TTA,
+class weights.
 
 Each is off by default and switched on from the trainer config; the loop calls them, knowing no details.
 """
 from __future__ import annotations
 
 import copy
-from typing import Optional, Tuple
+import logging
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fer_sweep.augment import Augmentation
+from fer_sweep.engine.callbacks import Callback
 from fer_sweep.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 TTA_MODES = ("none", "flip", "tencrop")
 
@@ -68,6 +74,43 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alp
     else:
         x = lam * x + (1 - lam) * x[perm]
     return x, lam * onehot + (1 - lam) * onehot[perm]
+
+
+class FlipsOnlyFinish(Callback):
+    """The training augmentation, with only flips for the last `fraction` of the planned epochs.
+
+    The schedule's last, low-learning-rate epochs then fit faces as the test shows them rather than warped ones
+    (the test's views are flips and crops, not rotations or shears). Pass it to the loop as both the augmentation
+    and a callback: it re-reads the plan after every epoch, as a time budget may re-plan (engine/budget.py).
+    """
+
+    def __init__(self, augment: Augmentation, fraction: float, planned: Callable[[], int]):
+        if not 0 <= fraction < 1:
+            raise ConfigError(f"trainer.flip_only_finish={fraction}: a fraction of the epochs in [0, 1)")
+        self.full, self.finish, self.fraction, self.planned = augment, augment.flips_only(), fraction, planned
+        self.current = augment
+
+    def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return self.current(x, generator=generator)
+
+    def finish_starts(self) -> int:
+        """The first epoch (from 1) of the flips-only finish under the current plan."""
+        planned = self.planned()
+        return planned - round(self.fraction * planned) + 1
+
+    def on_train_start(self, num_batches: int) -> None:
+        self._choose(next_epoch=1)
+
+    def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
+        self._choose(next_epoch=epoch + 1)
+        return False
+
+    def _choose(self, next_epoch: int) -> None:
+        current = self.finish if next_epoch >= self.finish_starts() else self.full
+        if current is not self.current:
+            what = "flips only" if current is self.finish else "the full augmentation again (the plan grew)"
+            log.info("from epoch %d of %d: %s", next_epoch, self.planned(), what)
+        self.current = current
 
 
 def tta_views(x: torch.Tensor, mode: str, crop: Optional[int] = None) -> list:
