@@ -31,7 +31,7 @@ from fer_sweep.engine.callbacks import CHECKPOINT_CHOICES, BestCheckpoint, Callb
 from fer_sweep.engine.test_curve import TestEveryEpoch
 from fer_sweep.engine.loop import evaluate, fit
 from fer_sweep.engine.precision import describe_machine, resolve_device, resolve_precision
-from fer_sweep.engine.techniques import EMA, FlipsOnlyFinish, balanced_class_weights
+from fer_sweep.engine.techniques import EMA, AugmentationFinish, balanced_class_weights
 from fer_sweep.errors import ConfigError, UserError
 from fer_sweep.models import build_model, count_parameters
 from fer_sweep.models.input_crop import FACE_SIZE
@@ -181,8 +181,9 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                                       steps_per_epoch, cap=epoch_cap, clock=clock,
                                       on_replan=lambda epochs: setattr(t, "epochs", epochs)))
     train_augment = None if augment.is_identity else augment
-    if t.get("flip_only_finish") and train_augment is not None:  # after the Deadline: it reads the re-planned length
-        train_augment = FlipsOnlyFinish(augment, float(t.flip_only_finish), lambda: t.epochs)
+    if t.get("finish_fraction") and train_augment is not None:  # after the Deadline: it reads the re-planned length
+        finish = build_augmentation(t.finish_augmentation, crop=augment.crop)  # a cropped network keeps its window
+        train_augment = AugmentationFinish(augment, finish, float(t.finish_fraction), lambda: t.epochs)
         run_callbacks.append(train_augment)
     class_weights = None
     if t.class_weights == "balanced":

@@ -177,12 +177,6 @@ class Augmentation:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         return out.to(x.dtype).contiguous(memory_format=fmt)
 
-    def flips_only(self) -> "Augmentation":
-        """This augmentation with only its flips left (and the random window a cropped network trains on): faces as
-        the test shows them, for the end of training (trainer.flip_only_finish)."""
-        return replace(self, crop_padding=0, rotation=0.0, translate=(0.0, 0.0), shear=(0.0, 0.0),
-                       scale=(1.0, 1.0), erasing=0.0)
-
     def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         if self.is_identity:
             return x
@@ -205,6 +199,17 @@ def _seed() -> Augmentation:
 def _strong() -> Augmentation:
     return Augmentation(name="strong", rotation=10.0, translate=(0.2, 0.2), scale=(0.8, 1.2),
                         flip=0.5, erasing=0.5)
+
+
+@AUGMENTATIONS.register("crop_flip")
+def _crop_flip() -> Augmentation:
+    """The classic light pair, RandomCrop(48, 4, reflect) + HFlip: shifts like the ten-crop test views, no warps."""
+    return Augmentation(name="crop_flip", crop_padding=4, flip=0.5)
+
+
+@AUGMENTATIONS.register("flip")
+def _flip() -> Augmentation:
+    return Augmentation(name="flip", flip=0.5)
 
 
 def build_augmentation(name: str, **overrides) -> Augmentation:

@@ -129,12 +129,15 @@ def test_build_augmentation_errors_and_overrides():
         build_augmentation("seed", flipp=0.5)
 
 
-@pytest.mark.parametrize("name", ["seed", "strong"])
-def test_flips_only_leaves_each_face_as_it_is_or_mirrored(name):
-    aug = build_augmentation(name).flips_only()
+def test_flip_preset_leaves_each_face_as_it_is_or_mirrored():
     x = torch.rand(64, 1, H, W, generator=_gen(5))
-    y = aug(x, _gen(6))
+    y = build_augmentation("flip")(x, _gen(6))
     kept = (y == x).flatten(1).all(1)
     mirrored = (y == x.flip(-1)).flatten(1).all(1)
     assert bool((kept | mirrored).all()) and kept.any() and mirrored.any()
-    assert aug.name == name and not aug.warps and aug.erasing == 0
+
+
+def test_crop_flip_preset_only_shifts_and_flips():
+    aug = build_augmentation("crop_flip")
+    assert aug.crop_padding == 4 and aug.flip == 0.5 and aug.rotation == 0 and aug.shear == (0, 0)
+    assert aug.translate == (0, 0) and aug.scale == (1, 1) and aug.erasing == 0

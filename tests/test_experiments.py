@@ -18,7 +18,8 @@ LEVERS = {  # conf/lever/<name>.yaml -> the settings it changes from experiment=
             "optimizer.momentum": 0.9, "optimizer.nesterov": True},
     "crop_40": {"model.input_crop": 40},
     "lean": {"model.name": "resnet9_lean"},
-    "flip_only_finish": {"trainer.flip_only_finish": 0.15},
+    "flip_only_finish": {"trainer.finish_fraction": 0.15},
+    "crop_flip_finish": {"trainer.finish_fraction": 0.15, "trainer.finish_augmentation": "crop_flip"},
 }
 
 

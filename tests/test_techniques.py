@@ -1,4 +1,4 @@
-"""EMA, mixup/cutmix, the flips-only finish, test-time augmentation and class weights, and a run with all of them on."""
+"""EMA, mixup/cutmix, the augmentation finish, test-time augmentation and class weights; a run with them all."""
 import numpy as np
 import pytest
 import torch
@@ -12,7 +12,7 @@ from fer_sweep.engine import loop
 from fer_sweep.engine.callbacks import Callback
 from fer_sweep.engine.precision import Precision
 from fer_sweep.augment import build_augmentation
-from fer_sweep.engine.techniques import (EMA, FlipsOnlyFinish, balanced_class_weights, mix_batch,
+from fer_sweep.engine.techniques import (EMA, AugmentationFinish, balanced_class_weights, mix_batch,
                                          tta_views)
 from fer_sweep.errors import ConfigError
 from fer_sweep.optim import Schedule, build_optimizer
@@ -221,39 +221,39 @@ def test_validation_and_test_score_the_ema_weights(make_cfg, tmp_path, monkeypat
     assert all(model is emas[0].model for _, model in scored)
 
 
-def test_flips_only_finish_follows_the_plan():
-    """The last round(fraction * planned) epochs train with flips only; a re-planned length moves the switch."""
+def test_augmentation_finish_follows_the_plan():
+    """The last round(fraction * planned) epochs train with the finish; a re-planned length moves the switch."""
     plan = {"epochs": 10}
-    finish = FlipsOnlyFinish(build_augmentation("seed"), 0.2, lambda: plan["epochs"])
+    finish = AugmentationFinish(build_augmentation("seed"), build_augmentation("flip"), 0.2, lambda: plan["epochs"])
     finish.on_train_start(5)
     used = {}
     for epoch in range(1, 11):
-        used[epoch] = "flips" if finish.current is finish.finish else "full"
-        if epoch == 9:  # the first flips-only epoch, then the budget finds ten more: the finish moves to 17-20
+        used[epoch] = finish.current.name
+        if epoch == 9:  # the first finishing epoch, then the budget finds ten more: the finish moves to 17-20
             plan["epochs"] = 20
         finish.on_epoch_end(epoch, {})
-    assert [used[e] for e in range(1, 11)] == ["full"] * 8 + ["flips", "full"]
+    assert [used[e] for e in range(1, 11)] == ["seed"] * 8 + ["flip", "seed"]
     assert finish.current is finish.full and finish.finish_starts() == 17
-    assert finish.finish.flip == 0.5 and not finish.finish.warps
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0])
-def test_flips_only_finish_rejects_a_fraction_outside_0_1(fraction):
-    with pytest.raises(ConfigError, match="flip_only_finish"):
-        FlipsOnlyFinish(build_augmentation("seed"), fraction, lambda: 10)
+def test_augmentation_finish_rejects_a_fraction_outside_0_1(fraction):
+    with pytest.raises(ConfigError, match="finish_fraction"):
+        AugmentationFinish(build_augmentation("seed"), build_augmentation("flip"), fraction, lambda: 10)
 
 
-def test_a_run_ends_on_flips_only(make_cfg, tmp_path, monkeypatch):
-    """trainer.flip_only_finish reaches the loop: the first epochs warp, the last only flip."""
-    warped = []
+@pytest.mark.parametrize("finish", ["flip", "crop_flip"])
+def test_a_run_ends_on_the_finish_augmentation(make_cfg, tmp_path, monkeypatch, finish):
+    """trainer.finish_fraction reaches the loop: the first epochs use the article's warps, the last the finish."""
+    used = []
 
-    def record(self, x, generator=None, call=FlipsOnlyFinish.__call__):
-        warped.append(self.current.warps)
+    def record(self, x, generator=None, call=AugmentationFinish.__call__):
+        used.append(self.current.name)
         return call(self, x, generator)
 
-    monkeypatch.setattr(FlipsOnlyFinish, "__call__", record)
-    result = train(make_cfg(*FAST, "trainer.epochs=4", "trainer.flip_only_finish=0.5", "trainer.plots=false"),
-                   tmp_path / "t")
+    monkeypatch.setattr(AugmentationFinish, "__call__", record)
+    result = train(make_cfg(*FAST, "trainer.epochs=4", "trainer.finish_fraction=0.5",
+                            f"trainer.finish_augmentation={finish}", "trainer.plots=false"), tmp_path / "t")
     assert result["status"] == "completed"
-    half = len(warped) // 2
-    assert warped[:half] == [True] * half and warped[half:] == [False] * half
+    half = len(used) // 2
+    assert used[:half] == ["seed"] * half and used[half:] == [finish] * half

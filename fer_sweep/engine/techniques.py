@@ -1,5 +1,5 @@
-"""Training and test-time techniques beyond the article: weight EMA, mixup/cutmix, a flips-only finish, ten-crop TTA,
-class weights.
+"""Training and test-time techniques beyond the article: weight EMA, mixup/cutmix, a lighter augmentation to
+finish on, ten-crop TTA, class weights.
 
 Each is off by default and switched on from the trainer config; the loop calls them, knowing no details.
 """
@@ -76,25 +76,25 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alp
     return x, lam * onehot + (1 - lam) * onehot[perm]
 
 
-class FlipsOnlyFinish(Callback):
-    """The training augmentation, with only flips for the last `fraction` of the planned epochs.
+class AugmentationFinish(Callback):
+    """The training augmentation, then a lighter one (`finish`) for the last `fraction` of the planned epochs.
 
-    The schedule's last, low-learning-rate epochs then fit faces as the test shows them rather than warped ones
-    (the test's views are flips and crops, not rotations or shears). Pass it to the loop as both the augmentation
-    and a callback: it re-reads the plan after every epoch, as a time budget may re-plan (engine/budget.py).
+    The schedule's last, low-learning-rate epochs then fit faces closer to what the test shows (flips and shifted
+    crops, not rotations or shears). Pass it to the loop as both the augmentation and a callback: it re-reads the
+    plan after every epoch, as a time budget may re-plan (engine/budget.py).
     """
 
-    def __init__(self, augment: Augmentation, fraction: float, planned: Callable[[], int]):
+    def __init__(self, augment: Augmentation, finish: Augmentation, fraction: float, planned: Callable[[], int]):
         if not 0 <= fraction < 1:
-            raise ConfigError(f"trainer.flip_only_finish={fraction}: a fraction of the epochs in [0, 1)")
-        self.full, self.finish, self.fraction, self.planned = augment, augment.flips_only(), fraction, planned
+            raise ConfigError(f"trainer.finish_fraction={fraction}: a fraction of the epochs in [0, 1)")
+        self.full, self.finish, self.fraction, self.planned = augment, finish, fraction, planned
         self.current = augment
 
     def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return self.current(x, generator=generator)
 
     def finish_starts(self) -> int:
-        """The first epoch (from 1) of the flips-only finish under the current plan."""
+        """The first epoch (from 1) of the finish under the current plan."""
         planned = self.planned()
         return planned - round(self.fraction * planned) + 1
 
@@ -108,7 +108,8 @@ class FlipsOnlyFinish(Callback):
     def _choose(self, next_epoch: int) -> None:
         current = self.finish if next_epoch >= self.finish_starts() else self.full
         if current is not self.current:
-            what = "flips only" if current is self.finish else "the full augmentation again (the plan grew)"
+            what = f"augmentation {self.finish.name}" if current is self.finish else \
+                f"augmentation {self.full.name} again (the plan grew)"
             log.info("from epoch %d of %d: %s", next_epoch, self.planned(), what)
         self.current = current
 
