@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fer_sweep import results
-from fer_sweep.augment import build_augmentation
+from fer_sweep.augment import AUGMENTATIONS, build_augmentation
 from fer_sweep.data import dataset_name, load_dataset, load_splits, resolve_path
 from fer_sweep.data.batches import MEAN, STD, DeviceBatches
 from fer_sweep.data.fingerprint import data_identity, describe
@@ -182,6 +182,9 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                                       on_replan=lambda epochs: setattr(t, "epochs", epochs)))
     train_augment = None if augment.is_identity else augment
     if t.get("finish_fraction") and train_augment is not None:  # after the Deadline: it reads the re-planned length
+        if t.finish_augmentation not in AUGMENTATIONS:
+            raise ConfigError(f"trainer.finish_augmentation={t.finish_augmentation!r}: not an augmentation preset; "
+                              f"known: {', '.join(AUGMENTATIONS.names())}")
         finish = build_augmentation(t.finish_augmentation, crop=augment.crop)  # a cropped network keeps its window
         train_augment = AugmentationFinish(augment, finish, float(t.finish_fraction), lambda: t.epochs)
         run_callbacks.append(train_augment)

@@ -257,3 +257,8 @@ def test_a_run_ends_on_the_finish_augmentation(make_cfg, tmp_path, monkeypatch, 
     assert result["status"] == "completed"
     half = len(used) // 2
     assert used[:half] == ["seed"] * half and used[half:] == [finish] * half
+
+
+def test_an_unknown_finish_augmentation_is_named(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="trainer.finish_augmentation='blur'.*known: crop_flip, flip"):
+        train(make_cfg(*FAST, "trainer.finish_fraction=0.5", "trainer.finish_augmentation=blur"), tmp_path / "t")
