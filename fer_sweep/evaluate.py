@@ -96,7 +96,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--split", choices=sorted(SPLITS), default="test",
                    help="test = PrivateTest (default), val = PublicTest")
     p.add_argument("--tta", choices=TTA_MODES, default="none",
-                   help="test-time augmentation: flip (the mirror), tencrop (5 crops x 2 mirrors)")
+                   help="test-time augmentation: flip (the mirror), tencrop (5 crops x 2 mirrors), "
+                        "tenshift (5 two-pixel shifts x 2 mirrors, no zoom)")
     p.add_argument("--output", "-o", type=Path, help="also write the scores as JSON here")
     p.add_argument("--batch-size", type=positive_int, default=512)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")

@@ -57,11 +57,12 @@ def test_a_sweep_folder_scores_every_job_and_their_ensemble(sweep, mini_csv, tmp
 def test_run_folders_and_files_mix_and_val_means_publictest(sweep, mini_csv, tmp_path):
     out = tmp_path / "val.json"
     proc = run_cli([str(sweep / "0"), str(sweep / "1/checkpoints/best.pt"), "--data", str(mini_csv),
-                    "--split", "val", "-o", str(out)], module="fer_sweep.evaluate")
+                    "--split", "val", "--tta", "tenshift", "-o", str(out)], module="fer_sweep.evaluate")
     assert proc.returncode == 0, proc.stderr
     written = scores_of(out)
-    accs, n = expected([sweep / "0/checkpoints/best.pt", sweep / "1/checkpoints/best.pt"], mini_csv, "val")
-    assert written["split"] == "PublicTest" and n == 361
+    accs, n = expected([sweep / "0/checkpoints/best.pt", sweep / "1/checkpoints/best.pt"], mini_csv, "val",
+                       tta="tenshift")
+    assert written["split"] == "PublicTest" and written["tta"] == "tenshift" and n == 361
     assert [s["acc"] for s in written["scores"]] == pytest.approx(accs, abs=1e-6)
 
 

@@ -106,6 +106,11 @@ def test_tta_views():
     assert torch.equal(flip[1], torch.flip(x, dims=[-1]))
     ten = tta_views(x, "tencrop")
     assert len(ten) == 10 and all(v.shape == x.shape for v in ten)
+    shift = tta_views(x, "tenshift")
+    assert len(shift) == 10 and all(v.shape == x.shape for v in shift)
+    assert torch.equal(shift[8], x) and torch.equal(shift[9], torch.flip(x, dims=[-1]))  # the centre: no zoom
+    assert torch.equal(shift[0][..., 2:, 2:], x[..., :-2, :-2])  # top-left window: the face moved 2 px down-right
+    assert torch.equal(shift[0][..., 0, 2:], x[..., 2, :-2])  # its new top rows mirror the face's (reflect)
     with pytest.raises(ValueError, match="unknown trainer.tta"):
         tta_views(x, "twelve")
 

@@ -1,5 +1,5 @@
 """Training and test-time techniques beyond the article: weight EMA, mixup/cutmix, a lighter augmentation to
-finish on, ten-crop TTA, class weights.
+finish on, ten-crop and ten-shift TTA, class weights.
 
 Each is off by default and switched on from the trainer config; the loop calls them, knowing no details.
 """
@@ -20,7 +20,7 @@ from fer_sweep.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TTA_MODES = ("none", "flip", "tencrop")
+TTA_MODES = ("none", "flip", "tencrop", "tenshift")
 
 
 class EMA:
@@ -115,20 +115,28 @@ class AugmentationFinish(Callback):
 
 
 def tta_views(x: torch.Tensor, mode: str, crop: Optional[int] = None) -> list:
-    """The views whose predictions are averaged: the image; + its mirror; or ten crops (4 corners and the
-    centre, each with its mirror). A network that sees `crop` x `crop` windows (models/input_crop.py) gets its
-    ten crops at that size, as Khaireddin & Chen score the test set (ten 40x40 crops of a network trained on
-    40x40 crops); one that sees whole faces gets them at 44x44, resized back to 48x48."""
+    """The views whose predictions are averaged: the image; + its mirror; ten crops (4 corners and the centre,
+    each with its mirror); or ten shifts (the same five windows at full size, of the image padded by reflection).
+
+    A network that sees `crop` x `crop` windows (models/input_crop.py) gets its ten crops at that size, as
+    Khaireddin & Chen score the test set (ten 40x40 crops of a network trained on 40x40 crops); one that sees
+    whole faces gets them at 44x44, resized back to 48x48: a 1.09x zoom. `tenshift` keeps the scale: its windows
+    are the image moved by up to 2 pixels each way, as training's RandomCrop(48, padding=4) moves it, so a network
+    that ended on unzoomed faces (trainer.finish_augmentation) is scored on views like those it trained on.
+    """
     if mode in ("none", False, None):
         return [x]
     if mode in ("flip", True):
         return [x, torch.flip(x, dims=[-1])]
-    if mode != "tencrop":
+    if mode not in ("tencrop", "tenshift"):
         raise ConfigError(f"unknown trainer.tta {mode!r}; expected one of {list(TTA_MODES)}")
     size = x.shape[-1]
-    resize = not crop or crop >= size
-    crop = size - 4 if resize else crop
-    far, mid = size - crop, (size - crop) // 2
+    resize = mode == "tencrop" and (not crop or crop >= size)
+    if mode == "tenshift":
+        x, crop = F.pad(x, (2, 2, 2, 2), mode="reflect"), size
+    elif resize:
+        crop = size - 4
+    far, mid = x.shape[-1] - crop, (x.shape[-1] - crop) // 2
     views = []
     for dy, dx in [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]:
         view = x[..., dy:dy + crop, dx:dx + crop]
