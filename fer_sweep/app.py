@@ -31,7 +31,7 @@ from fer_sweep.engine.callbacks import CHECKPOINT_CHOICES, BestCheckpoint, Callb
 from fer_sweep.engine.test_curve import TestEveryEpoch
 from fer_sweep.engine.loop import evaluate, fit
 from fer_sweep.engine.precision import describe_machine, resolve_device, resolve_precision
-from fer_sweep.engine.techniques import EMA, AugmentationFinish, balanced_class_weights
+from fer_sweep.engine.techniques import EMA, AugmentationFinish, balanced_class_weights, check_tta
 from fer_sweep.errors import ConfigError, UserError
 from fer_sweep.models import build_model, count_parameters
 from fer_sweep.models.input_crop import FACE_SIZE
@@ -122,6 +122,10 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     t = cfg.trainer
     tic = time.perf_counter()
     keep = checkpoint_choice(cfg)
+    check_tta(t.tta)
+    if t.get("finish_fraction") and t.finish_augmentation not in AUGMENTATIONS:
+        raise ConfigError(f"trainer.finish_augmentation={t.finish_augmentation!r}: not an augmentation preset; "
+                          f"known: {', '.join(AUGMENTATIONS.names())}")
     if t.threads:
         torch.set_num_threads(int(t.threads))
     device = resolve_device(t.device)
@@ -182,9 +186,6 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                                       on_replan=lambda epochs: setattr(t, "epochs", epochs)))
     train_augment = None if augment.is_identity else augment
     if t.get("finish_fraction") and train_augment is not None:  # after the Deadline: it reads the re-planned length
-        if t.finish_augmentation not in AUGMENTATIONS:
-            raise ConfigError(f"trainer.finish_augmentation={t.finish_augmentation!r}: not an augmentation preset; "
-                              f"known: {', '.join(AUGMENTATIONS.names())}")
         finish = build_augmentation(t.finish_augmentation, crop=augment.crop)  # a cropped network keeps its window
         train_augment = AugmentationFinish(augment, finish, float(t.finish_fraction), lambda: t.epochs)
         run_callbacks.append(train_augment)

@@ -267,3 +267,10 @@ def test_a_run_ends_on_the_finish_augmentation(make_cfg, tmp_path, monkeypatch, 
 def test_an_unknown_finish_augmentation_is_named(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="trainer.finish_augmentation='blur'.*known: crop_flip, flip"):
         train(make_cfg(*FAST, "trainer.finish_fraction=0.5", "trainer.finish_augmentation=blur"), tmp_path / "t")
+
+
+def test_an_unknown_tta_stops_the_run_before_training(make_cfg, tmp_path):
+    """Not at the test pass, after the hour of training it would waste."""
+    with pytest.raises(ConfigError, match="unknown trainer.tta 'tenshfit'"):
+        train(make_cfg(*FAST, "trainer.tta=tenshfit"), tmp_path / "t")
+    assert not (tmp_path / "t" / "checkpoints").exists()

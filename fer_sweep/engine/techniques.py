@@ -114,6 +114,12 @@ class AugmentationFinish(Callback):
         self.current = current
 
 
+def check_tta(mode) -> None:
+    """A ConfigError for an unknown trainer.tta: runs check it before training, not at the test pass an hour on."""
+    if mode not in (*TTA_MODES, False, True, None):
+        raise ConfigError(f"unknown trainer.tta {mode!r}; expected one of {list(TTA_MODES)}")
+
+
 def tta_views(x: torch.Tensor, mode: str, crop: Optional[int] = None) -> list:
     """The views whose predictions are averaged: the image; + its mirror; ten crops (4 corners and the centre,
     each with its mirror); or ten shifts (the same five windows at full size, of the image padded by reflection).
@@ -124,19 +130,19 @@ def tta_views(x: torch.Tensor, mode: str, crop: Optional[int] = None) -> list:
     are the image moved by up to 2 pixels each way, as training's RandomCrop(48, padding=4) moves it, so a network
     that ended on unzoomed faces (trainer.finish_augmentation) is scored on views like those it trained on.
     """
+    check_tta(mode)
     if mode in ("none", False, None):
         return [x]
     if mode in ("flip", True):
         return [x, torch.flip(x, dims=[-1])]
-    if mode not in ("tencrop", "tenshift"):
-        raise ConfigError(f"unknown trainer.tta {mode!r}; expected one of {list(TTA_MODES)}")
     size = x.shape[-1]
-    resize = mode == "tencrop" and (not crop or crop >= size)
-    if mode == "tenshift":
-        x, crop = F.pad(x, (2, 2, 2, 2), mode="reflect"), size
-    elif resize:
-        crop = size - 4
-    far, mid = x.shape[-1] - crop, (x.shape[-1] - crop) // 2
+    if mode == "tenshift":  # full-size windows of the face padded by 2 px: shifts, no zoom
+        x, crop, resize = F.pad(x, (2, 2, 2, 2), mode="reflect"), size, False
+    else:
+        resize = not crop or crop >= size
+        crop = size - 4 if resize else crop
+    far = x.shape[-1] - crop
+    mid = far // 2
     views = []
     for dy, dx in [(0, 0), (0, far), (far, 0), (far, far), (mid, mid)]:
         view = x[..., dy:dy + crop, dx:dx + crop]
