@@ -18,8 +18,9 @@ LEVERS = {  # conf/lever/<name>.yaml -> the settings it changes from experiment=
             "optimizer.momentum": 0.9, "optimizer.nesterov": True},
     "crop_40": {"model.input_crop": 40},
     "lean": {"model.name": "resnet9_lean"},
-    "flip_only_finish": {"trainer.finish_fraction": 0.15},
-    "crop_flip_finish": {"trainer.finish_fraction": 0.15, "trainer.finish_augmentation": "crop_flip"},
+    "flip_only_finish": {"trainer.finish_augmentation": "flip"},
+    "crop_flip_finish": {},  # part of experiment=fast since session 27; kept so its commands still run
+    "no_finish": {"trainer.finish_fraction": 0.0, "trainer.tta": "tencrop"},  # experiment=fast until session 27
 }
 
 

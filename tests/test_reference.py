@@ -1,5 +1,8 @@
 """multirun/reference/results.csv: sweeps and single runs collected into one table, by name, with commands."""
+import json
+
 import pandas as pd
+from omegaconf import OmegaConf
 
 from tests.conftest import FAST, NARROW_RESNET9, run_cli
 
@@ -27,6 +30,9 @@ def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
     assert mini["data.path"] == mini_csv.name and "output_dir" not in frame.columns
     assert set(frame.loc[frame["sweep"] == "grid", "data_copy"]) == {"synthetic"}
     assert (tmp_path / "reference" / "mini" / "history.csv").exists()
+    assert mini["run"] == f"{tmp_path.name}/single"  # the job folder, beside the folder that holds it
+    kept = OmegaConf.load(tmp_path / "reference" / "mini" / f"{tmp_path.name}_single_config.yaml")
+    assert kept.data.path == mini_csv.name and kept.trainer.epochs == 1  # the file's name, not where it sat
     assert "grid" in (tmp_path / "reference" / "grid" / "report.md").read_text()
 
     # one command split over two queues (one per core): both folders under one name
@@ -59,6 +65,26 @@ def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
     assert main([str(copy), "--name", "seeds", "--command", "seed 1", "--table", str(table), "--append"]) == 0
     assert sorted(p.name for p in (tmp_path / "reference" / "seeds").glob("*history.csv")) == [
         "0_history.csv", "history.csv"]
+
+
+def test_a_row_keeps_its_config_and_reruns_from_it(tmp_path):
+    """An experiment file may change after a reference run; the config kept beside the table does not, and
+    running it again gives the same job (the same config hash: the resume key) and the same score."""
+    sweep = tmp_path / "s02"
+    done = run_cli(["--multirun", *FAST, "model=cnn", "seed=2", "trainer.plots=false", f"hydra.sweep.dir={sweep}"])
+    assert done.returncode == 0, done.stderr
+    table = tmp_path / "reference" / "results.csv"
+    assert main([str(sweep), "--name", "grid", "--command", "cmd", "--table", str(table)]) == 0
+    assert list(pd.read_csv(table)["run"]) == ["s02/0"]
+    assert "split by" not in (tmp_path / "reference" / "grid" / "report.md").read_text()  # run is bookkeeping
+
+    rerun = tmp_path / "rerun"
+    done = run_cli(["--config-dir", str(tmp_path / "reference" / "grid"), "--config-name", "s02_0_config",
+                    f"hydra.run.dir={rerun}"])
+    assert done.returncode == 0, done.stderr
+    first, again = (json.loads((d / "result.json").read_text()) for d in (sweep / "0", rerun))
+    assert (again["config_hash"], again["seed"], again["model"]) == (first["config_hash"], 2, "cnn")
+    assert again["test_acc"] == first["test_acc"]
 
 
 def test_an_empty_folder_is_refused(tmp_path, capsys):

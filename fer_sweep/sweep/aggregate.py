@@ -117,9 +117,10 @@ def setting_columns(frame: pd.DataFrame) -> List[str]:
     """The columns that say which configuration a row ran: group choices, overridden parameters, the data's
     fingerprint and the precision; not seeds, metrics, statuses, paths or trial bookkeeping."""
     settings = [*GROUPS, "data_fingerprint", "precision"]
-    # report's input file; the reference table's command line; the precision asked for (auto or a name): the
-    # precision it resolved to is the setting, so an auto run and an fp32 run on an fp32 machine share a cell
-    bookkeeping = ("source", "command", "trainer.precision")
+    # report's input file; the reference table's command line and job folder; the precision asked for (auto or a
+    # name): the precision it resolved to is the setting, so an auto run and an fp32 run on an fp32 machine share
+    # a cell
+    bookkeeping = ("source", "command", "run", "trainer.precision")
     overrides = [c for c in frame.columns if c not in LEADING and c not in TRAILING
                  and not str(c).startswith("trial") and c not in bookkeeping]
     return [c for c in (*settings, *overrides) if c in frame.columns and c not in SEEDS]

@@ -11,6 +11,12 @@ each with its own command), replacing only earlier rows of the same command. The
 report.md (and, for a single run, its history.csv, named after its folder when there are several or with
 --append, so an earlier run's curve stays; for an Optuna study, its journal, best.yaml and plots) are copied
 into a folder of that name beside the table. Read it all with one `pd.read_csv("multirun/reference/results.csv")`.
+
+Each row also names its job folder (`run`, e.g. fast_s02/0), and that job's composed config is kept beside the
+table as `<run>_config.yaml` (slashes as underscores): an experiment file may change later, the copy does not.
+It reruns the row as it ran, with the data file named again (the copy keeps only the file's name):
+
+    python -m fer_sweep --config-dir multirun/reference/NAME --config-name fast_s02_0_config data.path=fer2013.csv
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
+from omegaconf import OmegaConf
+
 from fer_sweep import results
 from fer_sweep.sweep.tables import report_markdown
 from fer_sweep.sweep.aggregate import results_frame
@@ -31,22 +39,28 @@ from fer_sweep.sweep.storage import JOURNAL_FILE
 
 DEFAULT_TABLE = Path("multirun/reference/results.csv")
 LOCAL_ONLY = ("output_dir",)  # paths on the machine that ran the job: meaningless to a reader
+FILE_PATHS = ("data.path", "data.ferplus_path")  # kept as the file's name: which file, not where it sat
+CONFIG_SUFFIX = "_config.yaml"
 
 
 def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path = DEFAULT_TABLE,
                   append: bool = False) -> pd.DataFrame:
     """Put the jobs of run_dirs into `table` under `name`, replacing earlier rows of that name (with `append`:
     only those of the same command); returns the table."""
-    frames = []
+    frames, configs = [], {}
     for run_dir in run_dirs:
         found = results_frame(run_dir)
         if found.empty:
             raise ValueError(f"{run_dir}: no result.json found (not a sweep or run folder of fer_sweep?)")
+        job_dirs = [_job_dir(run_dir, output_dir) for output_dir in found["output_dir"]]
+        found["run"] = [d.resolve().relative_to(_base(run_dir)).as_posix() for d in job_dirs]
         frames.append(found)
+        configs.update({run: d for run, d in zip(found["run"], job_dirs)})
     frame = pd.concat(frames, ignore_index=True)
     frame = frame.drop(columns=[c for c in LOCAL_ONLY if c in frame.columns])
-    if "data.path" in frame.columns:  # the file's name says which file; the folder it sat in does not
-        frame["data.path"] = frame["data.path"].map(lambda p: Path(str(p)).name if isinstance(p, str) else p)
+    for key in FILE_PATHS:
+        if key in frame.columns:
+            frame[key] = frame[key].map(_file_name)
     frame.insert(0, "sweep", name)
     frame["command"] = command
     if table.exists():
@@ -59,7 +73,46 @@ def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path
     results.atomic_write_text(table, text)
     frame = pd.read_csv(io.StringIO(text))  # what a reader gets: new rows' "1" and old rows' 1 are one value
     _copy_files(run_dirs, table.parent / name, frame[frame["sweep"] == name], append)
+    for run, job_dir in configs.items():
+        _copy_config(job_dir, table.parent / name / (run.replace("/", "_") + CONFIG_SUFFIX))
     return frame
+
+
+def _file_name(path):
+    return Path(str(path)).name if isinstance(path, str) else path
+
+
+def _base(run_dir: Path) -> Path:
+    """What a job's `run` label is relative to: the folder holding the sweep (sweep/0), or holding the single
+    run's parent (runs/0), so jobs of different sweeps and single runs named alike stay apart."""
+    run_dir = run_dir.resolve()
+    return run_dir.parent.parent if (run_dir / results.RESULT_FILE).exists() else run_dir.parent
+
+
+def _job_dir(run_dir: Path, output_dir) -> Path:
+    """Where a job's files are now: run_dir itself for a single run; else its recorded output_dir when that
+    still lies in run_dir, or run_dir's sub-folder of that name (a sweep moved since it ran)."""
+    if (run_dir / results.RESULT_FILE).exists():
+        return run_dir
+    recorded = Path(str(output_dir))
+    try:
+        return run_dir / recorded.resolve().relative_to(run_dir.resolve())
+    except ValueError:
+        return run_dir / recorded.name
+
+
+def _copy_config(job_dir: Path, target: Path) -> None:
+    """The job's composed config (Hydra's .hydra/config.yaml) with data files named by their file name only.
+    Jobs run without Hydra's launcher (train(cfg) in a test or benchmark) have none: nothing to copy."""
+    source = job_dir / ".hydra" / "config.yaml"
+    if not source.is_file():
+        return
+    cfg = OmegaConf.load(source)
+    for key in FILE_PATHS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, str):
+            OmegaConf.update(cfg, key, _file_name(value))
+    results.atomic_write_text(target, OmegaConf.to_yaml(cfg))
 
 
 def _copy_files(run_dirs: Sequence[Path], folder: Path, rows: pd.DataFrame, append: bool) -> None:
