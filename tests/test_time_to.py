@@ -42,8 +42,9 @@ def test_ratio_is_a_lower_bound_when_the_article_never_gets_there():
 
 def test_default_recipes_are_fast_and_the_article_without_its_collapse(tmp_path):
     ours, article = (compose_config(shlex.split(r), tmp_path) for r in (OURS, ARTICLE))
-    ours_recipe = (ours.trainer.time_budget_s, ours.data.split, ours.trainer.checkpoint, ours.trainer.tta)
-    assert ours_recipe == (900, "full", "last", "tencrop")
+    ours_recipe = (ours.trainer.time_budget_s, ours.data.split, ours.trainer.checkpoint, ours.trainer.tta,
+                   ours.trainer.finish_augmentation)
+    assert ours_recipe == (900, "full", "last", "tenshift", "crop_flip")
     assert (article.optimizer.lr, article.trainer.batch_size, article.trainer.grad_clip_value) == (0.01, 512, 1e-4)
     assert article.trainer.weight_decay == 1e-4 and article.model.name == "resnet9"
 

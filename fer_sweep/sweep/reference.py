@@ -12,8 +12,8 @@ report.md (and, for a single run, its history.csv, named after its folder when t
 --append, so an earlier run's curve stays; for an Optuna study, its journal, best.yaml and plots) are copied
 into a folder of that name beside the table. Read it all with one `pd.read_csv("multirun/reference/results.csv")`.
 
-Each row also names its job folder (`run`, e.g. fast_s02/0), and that job's composed config is kept beside the
-table as `<run>_config.yaml` (slashes as underscores): an experiment file may change later, the copy does not.
+Each row also names its job folder (`run`, e.g. fast_s02/0), and that job's composed config is kept in the name's
+folder as `<run>_config.yaml` (slashes as underscores): an experiment file may change later, the copy does not.
 It reruns the row as it ran, with the data file named again (the copy keeps only the file's name):
 
     python -m fer_sweep --config-dir multirun/reference/NAME --config-name fast_s02_0_config data.path=fer2013.csv
@@ -53,7 +53,7 @@ def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path
         if found.empty:
             raise ValueError(f"{run_dir}: no result.json found (not a sweep or run folder of fer_sweep?)")
         job_dirs = [_job_dir(run_dir, output_dir) for output_dir in found["output_dir"]]
-        found["run"] = [d.resolve().relative_to(_base(run_dir)).as_posix() for d in job_dirs]
+        found["run"] = [_run_label(run_dir, d) for d in job_dirs]
         frames.append(found)
         configs.update({run: d for run, d in zip(found["run"], job_dirs)})
     frame = pd.concat(frames, ignore_index=True)
@@ -82,11 +82,12 @@ def _file_name(path):
     return Path(str(path)).name if isinstance(path, str) else path
 
 
-def _base(run_dir: Path) -> Path:
-    """What a job's `run` label is relative to: the folder holding the sweep (sweep/0), or holding the single
-    run's parent (runs/0), so jobs of different sweeps and single runs named alike stay apart."""
-    run_dir = run_dir.resolve()
-    return run_dir.parent.parent if (run_dir / results.RESULT_FILE).exists() else run_dir.parent
+def _run_label(run_dir: Path, job_dir: Path) -> str:
+    """The job folder with the folder above it: sweep/0 for a sweep's job, parent/run for a single run, so jobs
+    of different sweeps and single runs named alike stay apart."""
+    if job_dir == run_dir:
+        return f"{run_dir.absolute().parent.name}/{run_dir.name}"
+    return f"{run_dir.absolute().name}/{job_dir.relative_to(run_dir).as_posix()}"
 
 
 def _job_dir(run_dir: Path, output_dir) -> Path:
