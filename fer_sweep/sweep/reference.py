@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import pandas as pd
-
 from omegaconf import OmegaConf
 
 from fer_sweep import results
