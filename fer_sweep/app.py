@@ -36,6 +36,7 @@ from fer_sweep.errors import ConfigError, UserError
 from fer_sweep.models import build_model, count_parameters
 from fer_sweep.models.input_crop import FACE_SIZE
 from fer_sweep.optim import build_optimizer, build_schedule
+from fer_sweep.saved_probs import save_probs
 from fer_sweep.trackers import Trackers, build_trackers
 
 log = logging.getLogger("fer_sweep")
@@ -220,6 +221,8 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
         state = torch.load(out / results.CHECKPOINT_FILE, weights_only=True)["state_dict"]
         scored_model.load_state_dict(state)
         test = evaluate(scored_model, test_set, precision, tta=t.tta)
+        save_probs(out / results.PROBS_FILE, test.probs, test.labels, class_names, "PrivateTest", t.tta,
+                   data_identity(splits.train), source=str(out), data_cfg=cfg.data)
         matrix = confusion_matrix(test.labels.numpy(), test.preds.numpy(), len(class_names))
         per_class = matrix.diagonal() / np.maximum(matrix.sum(1), 1)
         result.update(test_acc=test.acc, test_loss=test.loss,
@@ -321,7 +324,7 @@ def run_job(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Dict[str, An
             return previous
         results.write_json(out / results.RESULT_FILE, {"status": "running", **describe_run(cfg), **identity,
                                                        "output_dir": str(out)})
-        for stale in (results.CHECKPOINT_FILE, results.HISTORY_FILE):
+        for stale in (results.CHECKPOINT_FILE, results.HISTORY_FILE, results.PROBS_FILE):
             (out / stale).unlink(missing_ok=True)
         result = {**train(cfg, out, callbacks), **identity, "output_dir": str(out)}
     except Exception as exc:

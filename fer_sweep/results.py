@@ -1,6 +1,7 @@
 """Run-folder files, written atomically (temp file + rename) so a crash never leaves half a result.
 
-Run folder contract: result.json, history.csv, checkpoints/best.pt, plots/*.png.
+Run folder contract: result.json, history.csv, checkpoints/best.pt, test_probs.npz (fer_sweep/saved_probs.py),
+plots/*.png.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 RESULT_FILE = "result.json"
 HISTORY_FILE = "history.csv"
 CHECKPOINT_FILE = "checkpoints/best.pt"
+PROBS_FILE = "test_probs.npz"  # the test split's probabilities, so runs ensemble without checkpoints
 # history.csv, one row per epoch. train_loss: mean per-sample loss as optimised (class weights, label smoothing,
 # mixup/cutmix targets included); train_acc: against each sample's dominant target (a mixed batch's soft-target
 # argmax); val_loss/val_acc: plain cross-entropy and accuracy of the scored (EMA when on) weights, no TTA.
@@ -25,7 +27,8 @@ HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_ac
 STATUSES = ("completed", "failed", "diverged", "pruned")
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call write(binary file) on a temp file beside `path`, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -41,11 +44,11 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _json_safe(value: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,8 +74,8 @@ def test_one_checkpoint_has_no_ensemble_row(sweep, mini_csv):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("missing", "no such checkpoint file or run folder"),
-    ("empty_folder", "no checkpoints/best.pt in this folder"),
+    ("missing", "no such file or folder"),
+    ("empty_folder", "no checkpoints/best.pt or test_probs.npz in this folder"),
     ("no_data", "--data"),
     ("bad_data", "no such file"),
 ])
@@ -84,6 +85,55 @@ def test_bad_input_exits_2_and_says_what(sweep, mini_csv, tmp_path, case, messag
             "empty_folder": [str(tmp_path / "empty"), "--data", str(mini_csv)],
             "no_data": [str(sweep / "0")],  # trained on the synthetic set: no file to score on
             "bad_data": [str(sweep / "0"), "--data", str(tmp_path / "missing.csv")]}[case]
+    proc = run_cli(args, module="fer_sweep.evaluate")
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_saved_probabilities_ensemble_without_checkpoints(sweep, mini_csv, tmp_path):
+    """--save-probs keeps each checkpoint's probabilities; the files alone score and ensemble as the checkpoints
+    did (split and TTA read from them, the labels from the data file again), and mix with a checkpoint."""
+    probs = tmp_path / "probs"
+    proc = run_cli([str(sweep), "--data", str(mini_csv), "--tta", "flip", "--save-probs", str(probs),
+                    "-o", str(tmp_path / "checkpoints.json")], module="fer_sweep.evaluate")
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(probs.glob("*.npz"))
+    assert [f.name for f in files] == [f"{sweep.name}_0_test_flip.npz", f"{sweep.name}_1_test_flip.npz"]
+    with np.load(files[0]) as npz:
+        assert sorted(npz.files) == ["meta", "probs"]  # no labels: FER2013's, read from the data again
+    proc = run_cli([*map(str, files), "--data", str(mini_csv), "-o", str(tmp_path / "files.json")],
+                   module="fer_sweep.evaluate")
+    assert proc.returncode == 0, proc.stderr
+    assert "PrivateTest, tta=flip: 0 checkpoint(s), 2 saved probabilities" in proc.stdout
+    by_checkpoint, by_file = scores_of(tmp_path / "checkpoints.json"), scores_of(tmp_path / "files.json")
+    assert [s["acc"] for s in by_file["scores"]] == [s["acc"] for s in by_checkpoint["scores"]]
+    assert by_file["scores"][-1]["name"] == "ensemble" and by_file["tta"] == "flip"
+    proc = run_cli([str(files[0]), str(sweep / "1"), "--data", str(mini_csv), "-o", str(tmp_path / "mixed.json")],
+                   module="fer_sweep.evaluate")
+    assert proc.returncode == 0, proc.stderr
+    assert [s["acc"] for s in scores_of(tmp_path / "mixed.json")["scores"]] == pytest.approx(
+        [s["acc"] for s in by_checkpoint["scores"]], abs=1e-6)
+    run = tmp_path / "run"  # a run folder whose checkpoint is gone: scored by its test_probs.npz
+    run.mkdir()
+    (run / "test_probs.npz").write_bytes(files[1].read_bytes())
+    proc = run_cli([str(run), "--data", str(mini_csv), "-o", str(tmp_path / "run.json")], module="fer_sweep.evaluate")
+    assert proc.returncode == 0, proc.stderr
+    assert scores_of(tmp_path / "run.json")["scores"][0]["acc"] == by_checkpoint["scores"][1]["acc"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("other_tta", "with tta=none, but PrivateTest with tta=flip is asked for"),
+    ("other_data", "scored on other faces than the data given"),  # the run's own: its synthetic test faces
+    ("no_data", "give the FER2013 file to score on with --data"),
+    ("not_npz", "not an .npz archive"),
+])
+def test_saved_probabilities_of_other_faces_or_views_are_refused(sweep, mini_csv, tmp_path, case, message):
+    (tmp_path / "junk.npz").write_text("not a zip")
+    own = str(sweep / "0" / "test_probs.npz")
+    args = {"other_tta": [own, "--tta", "flip"],
+            "other_data": [own, str(sweep / "1"), "--data", str(mini_csv)],
+            "no_data": [own],
+            "not_npz": [str(tmp_path / "junk.npz")]}[case]
     proc = run_cli(args, module="fer_sweep.evaluate")
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
