@@ -17,9 +17,6 @@ folder as `<run>_config.yaml` (slashes as underscores): an experiment file may c
 It reruns the row as it ran, with the data file named again (the copy keeps only the file's name):
 
     python -m fer_sweep --config-dir multirun/reference/NAME --config-name fast_s02_0_config data.path=fer2013.csv
-
-A job's test-split probabilities (test_probs.npz, fer_sweep/saved_probs.py) are kept there too, as
-`<run>_test_probs.npz`: runs of different sessions ensemble from them with `python -m fer_sweep.evaluate`.
 """
 from __future__ import annotations
 
@@ -76,10 +73,7 @@ def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path
     frame = pd.read_csv(io.StringIO(text))  # what a reader gets: new rows' "1" and old rows' 1 are one value
     _copy_files(run_dirs, table.parent / name, frame[frame["sweep"] == name], append)
     for run, job_dir in configs.items():
-        prefix = str(table.parent / name / run.replace("/", "_"))
-        _copy_config(job_dir, Path(prefix + CONFIG_SUFFIX))
-        if (job_dir / results.PROBS_FILE).is_file():  # small, and the ensembles outlive the checkpoints
-            shutil.copyfile(job_dir / results.PROBS_FILE, f"{prefix}_{results.PROBS_FILE}")
+        _copy_config(job_dir, table.parent / name / (run.replace("/", "_") + CONFIG_SUFFIX))
     return frame
 
 
