@@ -4,15 +4,16 @@
     python -m fer_sweep.evaluate run_a/checkpoints/best.pt run_b --data fer2013.csv --split val -o scores.json
     python -m fer_sweep.evaluate run_a run_b --data fer2013.csv --tta flip --save-probs probs/
     python -m fer_sweep.evaluate probs/*.npz old_run/test_probs.npz run_c --data fer2013.csv
+    python -m fer_sweep.evaluate multirun/reference/fast_tenshift_s56 --data fer2013.csv
 
-Each argument is a checkpoint file, a run folder (its checkpoints/best.pt, else its test_probs.npz) or a sweep
-folder (every job's under it), or a file of saved probabilities (.npz: a run's test_probs.npz, or one that
---save-probs wrote). Every member is scored on the same faces; the ensemble averages their softmax
-probabilities. The labels (FER2013 or FER+, disgust merged or not) are the ones the checkpoints trained on,
-read from their saved config; checkpoints that trained on different labels are refused, and so are saved
-probabilities of other faces, another split or another TTA (fer_sweep/saved_probs.py). Saved probabilities keep
-no labels: they are read from the data file again (--data, else the file the probabilities name). They set the
-split and TTA when those are not given.
+Each argument is a checkpoint file, a run folder (its checkpoints/best.pt, else its test_probs.npz), a sweep
+folder (every job's under it) or a multirun/reference folder (its runs' *_test_probs.csv), or a file of saved
+probabilities (.npz: a run's test_probs.npz, or one that --save-probs wrote; .csv: their text form). Every member
+is scored on the same faces; the ensemble averages their softmax probabilities. The labels (FER2013 or FER+,
+disgust merged or not) are the ones the checkpoints trained on, read from their saved config; checkpoints that
+trained on different labels are refused, and so are saved probabilities of other faces, another split or another
+TTA (fer_sweep/saved_probs.py). Saved probabilities keep no labels: they are read from the data file again
+(--data, else the file the probabilities name). They set the split and TTA when those are not given.
 Exit status: 0 on success, 2 when nothing could be scored (a bad checkpoint, data file or argument).
 """
 from __future__ import annotations
@@ -33,8 +34,8 @@ from fer_sweep.engine.loop import evaluate
 from fer_sweep.engine.precision import PRECISIONS
 from fer_sweep.engine.techniques import TTA_MODES
 from fer_sweep.predict import Predictor, positive_int
-from fer_sweep.saved_probs import (SavedProbs, SavedProbsError, check_same_faces, ensemble_acc, faces_identity,
-                                  load_probs, save_probs)
+from fer_sweep.saved_probs import (TEXT_SUFFIX, SavedProbs, SavedProbsError, check_same_faces, ensemble_acc,
+                                  faces_identity, load_probs, save_probs)
 
 SPLITS = {"test": "PrivateTest", "val": "PublicTest"}
 LABEL_KEYS = ("labels", "ferplus_mode", "merge_disgust")  # what decides the classes and which faces score
@@ -59,9 +60,11 @@ def member_paths(items: Sequence[str | Path]) -> List[Path]:
         elif item.is_dir():
             jobs = {p.parent.parent for p in item.rglob(results.CHECKPOINT_FILE)}
             jobs |= {p.parent for p in item.rglob(results.PROBS_FILE)}
-            if not jobs:
-                raise CheckpointError(f"{item}: no {' or '.join(JOB_MEMBERS)} in this folder or below it")
-            paths += [_job_member(job) for job in sorted(jobs)]
+            kept = sorted(item.rglob(f"*{results.PROBS_TEXT_FILE}"))  # a multirun/reference folder's runs
+            if not jobs and not kept:
+                raise CheckpointError(f"{item}: no {' or '.join(JOB_MEMBERS)} (nor *{results.PROBS_TEXT_FILE}) "
+                                      "in this folder or below it")
+            paths += [_job_member(job) for job in sorted(jobs)] + kept
         else:
             raise CheckpointError(f"{item}: no such file or folder (a checkpoint, saved probabilities, a run "
                                   "or a sweep)")
@@ -73,7 +76,7 @@ def _job_member(folder: Path) -> Optional[Path]:
 
 
 def is_saved_probs(path: Path) -> bool:
-    return path.suffix == ".npz"
+    return path.suffix in (".npz", TEXT_SUFFIX)
 
 
 def data_config(configs: Sequence[Dict[str, Any]], data_path: Optional[str], what: str = "checkpoints"
@@ -153,7 +156,7 @@ def member_label(checkpoint: Path) -> str:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fer_sweep.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="+",
-                   help="checkpoint files, run folders, sweep folders or saved probabilities (.npz)")
+                   help="checkpoint files, run folders, sweep folders or saved probabilities (.npz, .csv)")
     p.add_argument("--data", help="the FER2013 file or folder (default: the path saved in the first checkpoint)")
     p.add_argument("--split", choices=sorted(SPLITS),
                    help="test = PrivateTest (the default), val = PublicTest; saved probabilities set it when omitted")

@@ -20,6 +20,7 @@ RESULT_FILE = "result.json"
 HISTORY_FILE = "history.csv"
 CHECKPOINT_FILE = "checkpoints/best.pt"
 PROBS_FILE = "test_probs.npz"  # the test split's probabilities, so runs ensemble without checkpoints
+PROBS_TEXT_FILE = "test_probs.csv"  # their text form, as multirun/reference keeps them: <run>_test_probs.csv
 # history.csv, one row per epoch. train_loss: mean per-sample loss as optimised (class weights, label smoothing,
 # mixup/cutmix targets included); train_acc: against each sample's dominant target (a mixed batch's soft-target
 # argmax); val_loss/val_acc: plain cross-entropy and accuracy of the scored (EMA when on) weights, no TTA.

@@ -6,6 +6,11 @@ A checkpoint is a few MB and seldom outlives the machine that trained it; its pr
 as ensemble members beside checkpoints. A file says which faces it scored (the data's fingerprint, the split, a
 hash of the labels in order) and how (the TTA), and members are only combined when those agree. It holds no
 labels (they are FER2013's data, not ours to commit): scoring it reads them from the data file again.
+
+The same file comes in two forms, told by the suffix: .npz (exact float32, what runs write) and .csv (text: a
+first line of metadata, the class names, then each face's probabilities to 4 decimals, ~180 kB). The text form
+is what multirun/reference keeps (`<run>_test_probs.csv`), so runs of different sessions, whose machines are
+gone, still ensemble from git; rounding moves an accuracy by at most a face or two (checked in the tests).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from fer_sweep import results
 FORMAT = "fer_sweep.saved_probs/1"
 IDENTITY_KEYS = ("data_fingerprint", "labels_fingerprint")  # the data file, and the FER+ vote file when used
 DATA_KEYS = ("name", "path", "labels", "ferplus_mode", "merge_disgust", "ferplus_path")  # to read the labels again
+TEXT_SUFFIX, TEXT_DECIMALS = ".csv", 4
 
 
 class SavedProbsError(ValueError):
@@ -74,11 +80,22 @@ def save_probs(path: Path, probs: Any, labels: Any, class_names: Sequence[str], 
     if probs.ndim != 2 or probs.shape != (len(labels), len(class_names)):
         raise ValueError(f"probabilities of shape {probs.shape} for {len(labels)} labels and "
                          f"{len(class_names)} classes")
-    meta = {"format": FORMAT, "class_names": list(class_names), "split": split, "tta": tta, "source": source,
-            "faces": labels_hash(labels), "data": {k: data_cfg.get(k) for k in DATA_KEYS if k in data_cfg},
-            **faces_identity(identity)}
-    arrays = {"probs": probs, "meta": np.array(json.dumps(meta))}
-    results.atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    write_probs(path, SavedProbs(probs, None, list(class_names), split, tta, faces_identity(identity), source,
+                                 faces=labels_hash(labels), data={k: data_cfg.get(k) for k in DATA_KEYS
+                                                                  if k in data_cfg}))
+
+
+def write_probs(path: Path, member: SavedProbs) -> None:
+    """Write a member as .npz (exact) or, for a .csv path, as text (TEXT_DECIMALS decimals), atomically."""
+    meta = {"format": FORMAT, "class_names": member.class_names, "split": member.split, "tta": member.tta,
+            "source": member.source, "faces": member.faces, "data": member.data, **member.identity}
+    if Path(path).suffix == TEXT_SUFFIX:
+        rows = "\n".join(",".join(f"{p:.{TEXT_DECIMALS}f}" for p in row) for row in member.probs.tolist())
+        text = f"# {json.dumps(meta)}\n{','.join(member.class_names)}\n{rows}\n"
+        results.atomic_write_text(path, text)
+    else:
+        arrays = {"probs": member.probs, "meta": np.array(json.dumps(meta))}
+        results.atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def faces_identity(identity: Dict[str, Any]) -> Dict[str, str]:
@@ -87,24 +104,45 @@ def faces_identity(identity: Dict[str, Any]) -> Dict[str, str]:
 
 
 def load_probs(path: Path) -> SavedProbs:
-    """Read a file save_probs wrote; a SavedProbsError names the file and what is wrong with it."""
+    """Read a file save_probs or write_probs wrote; a SavedProbsError names the file and what is wrong with it."""
     path = Path(path)
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise SavedProbsError(f"{path}: not a probabilities file of fer_sweep (not an .npz archive)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            probs, meta = npz["probs"], json.loads(str(npz["meta"]))
-    except FileNotFoundError:
-        raise SavedProbsError(f"{path}: no such probabilities file") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
-        raise SavedProbsError(f"{path}: not a probabilities file of fer_sweep ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not path.is_file():
+        raise SavedProbsError(f"{path}: no such probabilities file")
+    probs, meta = _read_text(path) if path.suffix == TEXT_SUFFIX else _read_npz(path)
     if meta.get("format") != FORMAT:
         raise SavedProbsError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     if probs.ndim != 2 or probs.shape[1] != len(meta["class_names"]):
         raise SavedProbsError(f"{path}: probabilities of shape {probs.shape} for {len(meta['class_names'])} classes")
     return SavedProbs(probs, None, list(meta["class_names"]), meta["split"], meta["tta"], faces_identity(meta),
                       meta.get("source", ""), path, meta["faces"], dict(meta.get("data") or {}))
+
+
+def _read_npz(path: Path):
+    if not zipfile.is_zipfile(path):
+        raise SavedProbsError(f"{path}: not a probabilities file of fer_sweep (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return npz["probs"], json.loads(str(npz["meta"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _read_text(path: Path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+            if not first.startswith("# {"):
+                raise ValueError("its first line is not '# {metadata}'")
+            meta = json.loads(first[2:])
+            f.readline()  # the class names, also in the metadata
+            return np.loadtxt(f, delimiter=",", dtype=np.float32, ndmin=2), meta
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: Exception) -> SavedProbsError:
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    return SavedProbsError(f"{path}: not a probabilities file of fer_sweep ({type(exc).__name__}: {detail})")
 
 
 def check_same_faces(members: Sequence[SavedProbs]) -> None:

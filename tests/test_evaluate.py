@@ -14,6 +14,7 @@ from fer_sweep.data import load_splits
 from fer_sweep.data.batches import DeviceBatches
 from fer_sweep.engine.loop import evaluate
 from fer_sweep.engine.precision import Precision
+from fer_sweep.saved_probs import load_probs, write_probs
 
 FP32 = Precision(torch.device("cpu"), "fp32")
 
@@ -75,7 +76,7 @@ def test_one_checkpoint_has_no_ensemble_row(sweep, mini_csv):
 
 @pytest.mark.parametrize("case, message", [
     ("missing", "no such file or folder"),
-    ("empty_folder", "no checkpoints/best.pt or test_probs.npz in this folder"),
+    ("empty_folder", "no checkpoints/best.pt or test_probs.npz (nor *test_probs.csv) in this folder"),
     ("no_data", "--data"),
     ("bad_data", "no such file"),
 ])
@@ -119,6 +120,14 @@ def test_saved_probabilities_ensemble_without_checkpoints(sweep, mini_csv, tmp_p
     proc = run_cli([str(run), "--data", str(mini_csv), "-o", str(tmp_path / "run.json")], module="fer_sweep.evaluate")
     assert proc.returncode == 0, proc.stderr
     assert scores_of(tmp_path / "run.json")["scores"][0]["acc"] == by_checkpoint["scores"][1]["acc"]
+    kept = tmp_path / "reference"  # their text form, as multirun/reference keeps them: a folder of them scores
+    for f in files:
+        write_probs(kept / f.name.replace(".npz", "_test_probs.csv"), load_probs(f))
+    proc = run_cli([str(kept), "--data", str(mini_csv), "-o", str(tmp_path / "text.json")],
+                   module="fer_sweep.evaluate")
+    assert proc.returncode == 0, proc.stderr
+    assert [s["acc"] for s in scores_of(tmp_path / "text.json")["scores"]] == pytest.approx(
+        [s["acc"] for s in by_checkpoint["scores"]], abs=1 / 360)  # 4 decimals: a tie may move one face
 
 
 @pytest.mark.parametrize("case, message", [

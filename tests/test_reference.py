@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import FAST, NARROW_RESNET9, run_cli
 
+from fer_sweep.saved_probs import load_probs
 from fer_sweep.sweep.reference import main
 
 
@@ -33,6 +34,10 @@ def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
     assert mini["run"] == f"{tmp_path.name}/single"  # the job folder, beside the folder that holds it
     kept = OmegaConf.load(tmp_path / "reference" / "mini" / f"{tmp_path.name}_single_config.yaml")
     assert kept.data.path == mini_csv.name and kept.trainer.epochs == 1  # the file's name, not where it sat
+    probs = load_probs(tmp_path / "reference" / "mini" / f"{tmp_path.name}_single_test_probs.csv")  # in text
+    own = load_probs(single / "test_probs.npz")
+    assert (probs.split, len(probs.probs), probs.faces) == ("PrivateTest", 360, own.faces)
+    assert (probs.source, probs.data["path"]) == (mini["run"], mini_csv.name)  # no paths of the machine
     assert "grid" in (tmp_path / "reference" / "grid" / "report.md").read_text()
 
     # one command split over two queues (one per core): both folders under one name

@@ -17,6 +17,11 @@ folder as `<run>_config.yaml` (slashes as underscores): an experiment file may c
 It reruns the row as it ran, with the data file named again (the copy keeps only the file's name):
 
     python -m fer_sweep --config-dir multirun/reference/NAME --config-name fast_s02_0_config data.path=fer2013.csv
+
+A job that saved its test probabilities (test_probs.npz) has them kept in text as `<run>_test_probs.csv`
+(fer_sweep/saved_probs.py): runs of any session ensemble later from git, long after their checkpoints are gone:
+
+    python -m fer_sweep.evaluate multirun/reference/NAME multirun/reference/OTHER --data fer2013.csv
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import argparse
 import io
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -31,6 +37,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from fer_sweep import results
+from fer_sweep.saved_probs import load_probs, write_probs
 from fer_sweep.sweep.tables import report_markdown
 from fer_sweep.sweep.aggregate import results_frame
 from fer_sweep.sweep.optuna_sweeper import BEST_FILE
@@ -74,6 +81,8 @@ def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path
     _copy_files(run_dirs, table.parent / name, frame[frame["sweep"] == name], append)
     for run, job_dir in configs.items():
         _copy_config(job_dir, table.parent / name / (run.replace("/", "_") + CONFIG_SUFFIX))
+        if (job_dir / results.PROBS_FILE).is_file():
+            _copy_probs(job_dir, run, table.parent / name / f"{run.replace('/', '_')}_{results.PROBS_TEXT_FILE}")
     return frame
 
 
@@ -113,6 +122,13 @@ def _copy_config(job_dir: Path, target: Path) -> None:
         if isinstance(value, str):
             OmegaConf.update(cfg, key, _file_name(value))
     results.atomic_write_text(target, OmegaConf.to_yaml(cfg))
+
+
+def _copy_probs(job_dir: Path, run: str, target: Path) -> None:
+    """The job's test probabilities in text, named by its run label and its data files by their names."""
+    saved = load_probs(job_dir / results.PROBS_FILE)
+    data = {k: _file_name(v) if f"data.{k}" in FILE_PATHS else v for k, v in saved.data.items()}
+    write_probs(target, replace(saved, source=run, data=data))
 
 
 def _copy_files(run_dirs: Sequence[Path], folder: Path, rows: pd.DataFrame, append: bool) -> None:
