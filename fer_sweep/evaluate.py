@@ -34,8 +34,8 @@ from fer_sweep.engine.loop import evaluate
 from fer_sweep.engine.precision import PRECISIONS
 from fer_sweep.engine.techniques import TTA_MODES
 from fer_sweep.predict import Predictor, positive_int
-from fer_sweep.saved_probs import (TEXT_SUFFIX, SavedProbs, SavedProbsError, check_same_faces, ensemble_acc,
-                                  faces_identity, load_probs, save_probs)
+from fer_sweep.saved_probs import (TEXT_SUFFIX, SavedProbs, SavedProbsError, ensemble_acc, faces_identity,
+                                  load_probs, save_probs)
 
 SPLITS = {"test": "PrivateTest", "val": "PublicTest"}
 LABEL_KEYS = ("labels", "ferplus_mode", "merge_disgust")  # what decides the classes and which faces score
@@ -55,8 +55,8 @@ def member_paths(items: Sequence[str | Path]) -> List[Path]:
     for item in map(Path, items):
         if item.is_file():
             paths.append(item)
-        elif _job_member(item):
-            paths.append(_job_member(item))
+        elif job_member := _job_member(item):
+            paths.append(job_member)
         elif item.is_dir():
             jobs = {p.parent.parent for p in item.rglob(results.CHECKPOINT_FILE)}
             jobs |= {p.parent for p in item.rglob(results.PROBS_FILE)}
@@ -139,8 +139,7 @@ def with_labels(saved: Sequence[SavedProbs], scored: Sequence[SavedProbs], data_
 
 def score(members: Sequence[SavedProbs], val_accs: Sequence[Optional[float]]) -> List[Score]:
     """Each member's accuracy (with the val accuracy its checkpoint saved), then the ensemble's (mean of softmax
-    probabilities) when there are several."""
-    check_same_faces(members)
+    probabilities, which refuses members of other faces or views) when there are several."""
     scores = [Score(str(m.path or m.source), m.acc, v) for m, v in zip(members, val_accs)]
     if len(members) > 1:
         scores.append(Score("ensemble", ensemble_acc(members)))
