@@ -72,7 +72,7 @@ def test_sweeps_and_runs_collect_into_one_table(tmp_path, mini_csv):
         "0_history.csv", "history.csv"]
 
 
-def test_a_row_keeps_its_config_and_reruns_from_it(tmp_path):
+def test_a_row_keeps_its_config_and_reruns_from_it(tmp_path, capsys):
     """An experiment file may change after a reference run; the config kept beside the table does not, and
     running it again gives the same job (the same config hash: the resume key) and the same score."""
     sweep = tmp_path / "s02"
@@ -90,6 +90,13 @@ def test_a_row_keeps_its_config_and_reruns_from_it(tmp_path):
     first, again = (json.loads((d / "result.json").read_text()) for d in (sweep / "0", rerun))
     assert (again["config_hash"], again["seed"], again["model"]) == (first["config_hash"], 2, "cnn")
     assert again["test_acc"] == first["test_acc"]
+
+    # a job's unreadable probabilities stop the collection before anything is written, naming the file
+    (sweep / "0" / "test_probs.npz").write_bytes(b"not an archive")
+    before = table.read_text()
+    assert main([str(sweep), "--name", "broken", "--command", "cmd", "--table", str(table)]) == 2
+    assert "test_probs.npz: not a probabilities file" in capsys.readouterr().err
+    assert table.read_text() == before and not (tmp_path / "reference" / "broken").exists()
 
 
 def test_an_empty_folder_is_refused(tmp_path, capsys):

@@ -37,7 +37,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from fer_sweep import results
-from fer_sweep.saved_probs import load_probs, write_probs
+from fer_sweep.saved_probs import SavedProbs, load_probs, write_probs
 from fer_sweep.sweep.tables import report_markdown
 from fer_sweep.sweep.aggregate import results_frame
 from fer_sweep.sweep.optuna_sweeper import BEST_FILE
@@ -62,6 +62,7 @@ def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path
         found["run"] = [_run_label(run_dir, d) for d in job_dirs]
         frames.append(found)
         configs.update({run: d for run, d in zip(found["run"], job_dirs)})
+    kept = {run: (_kept_config(d), _kept_probs(d, run)) for run, d in configs.items()}  # read before writing
     frame = pd.concat(frames, ignore_index=True)
     frame = frame.drop(columns=[c for c in LOCAL_ONLY if c in frame.columns])
     for key in FILE_PATHS:
@@ -79,10 +80,12 @@ def add_reference(run_dirs: Sequence[Path], name: str, command: str, table: Path
     results.atomic_write_text(table, text)
     frame = pd.read_csv(io.StringIO(text))  # what a reader gets: new rows' "1" and old rows' 1 are one value
     _copy_files(run_dirs, table.parent / name, frame[frame["sweep"] == name], append)
-    for run, job_dir in configs.items():
-        _copy_config(job_dir, table.parent / name / (run.replace("/", "_") + CONFIG_SUFFIX))
-        if (job_dir / results.PROBS_FILE).is_file():
-            _copy_probs(job_dir, run, table.parent / name / f"{run.replace('/', '_')}_{results.PROBS_TEXT_FILE}")
+    for run, (config, probs) in kept.items():
+        stem = table.parent / name / run.replace("/", "_")
+        if config is not None:
+            results.atomic_write_text(Path(f"{stem}{CONFIG_SUFFIX}"), config)
+        if probs is not None:
+            write_probs(Path(f"{stem}_{results.PROBS_TEXT_FILE}"), probs)
     return frame
 
 
@@ -110,25 +113,27 @@ def _job_dir(run_dir: Path, output_dir) -> Path:
         return run_dir / recorded.name
 
 
-def _copy_config(job_dir: Path, target: Path) -> None:
-    """The job's composed config (Hydra's .hydra/config.yaml) with data files named by their file name only.
-    Jobs run without Hydra's launcher (train(cfg) in a test or benchmark) have none: nothing to copy."""
+def _kept_config(job_dir: Path) -> Optional[str]:
+    """The job's composed config (Hydra's .hydra/config.yaml) as YAML, data files named by their file name only.
+    Jobs run without Hydra's launcher (train(cfg) in a test or benchmark) have none: nothing to keep."""
     source = job_dir / ".hydra" / "config.yaml"
     if not source.is_file():
-        return
+        return None
     cfg = OmegaConf.load(source)
     for key in FILE_PATHS:
         value = OmegaConf.select(cfg, key)
         if isinstance(value, str):
             OmegaConf.update(cfg, key, _file_name(value))
-    results.atomic_write_text(target, OmegaConf.to_yaml(cfg))
+    return OmegaConf.to_yaml(cfg)
 
 
-def _copy_probs(job_dir: Path, run: str, target: Path) -> None:
-    """The job's test probabilities in text, named by its run label and its data files by their names."""
+def _kept_probs(job_dir: Path, run: str) -> Optional[SavedProbs]:
+    """The job's test probabilities (if it saved them), named by its run label and its data files by their names."""
+    if not (job_dir / results.PROBS_FILE).is_file():
+        return None
     saved = load_probs(job_dir / results.PROBS_FILE)
     data = {k: _file_name(v) if f"data.{k}" in FILE_PATHS else v for k, v in saved.data.items()}
-    write_probs(target, replace(saved, source=run, data=data))
+    return replace(saved, source=run, data=data)
 
 
 def _copy_files(run_dirs: Sequence[Path], folder: Path, rows: pd.DataFrame, append: bool) -> None:
