@@ -5,7 +5,7 @@ import shlex
 import pandas as pd
 import pytest
 
-from fer_sweep.bench.time_to import ARTICLE, OURS, compose_config, format_time_to, speedup
+from fer_sweep.bench.time_to import ARTICLE, OURS, at_article_best, compose_config, format_time_to, speedup
 from tests.conftest import run_cli
 
 TINY = ["data=synthetic", "data.n_train=210", "data.n_public=70", "data.n_private=70", "trainer.epochs=3",
@@ -26,6 +26,8 @@ def test_time_to_mode_runs_both_recipes_and_prints_the_ratio(tmp_path):
     assert ours["model"] == "resnet9" and article["model"] == "cnn"
     assert res["ratio"] == pytest.approx(article["time_to_target_s"] / ours["time_to_target_s"])
     assert "Time to 0.01 test accuracy" in proc.stdout and f"ours): {res['ratio']:.2f}x" in proc.stdout
+    # a long mode is not silent: each run's epoch lines, each with its test accuracy, reach stderr
+    assert proc.stderr.count("epoch 3/3") == 2 and proc.stderr.count("epoch 3  test acc") == 2, proc.stderr[-2000:]
 
 
 def test_ratio_is_a_lower_bound_when_the_article_never_gets_there():
@@ -38,6 +40,23 @@ def test_ratio_is_a_lower_bound_when_the_article_never_gets_there():
     text = format_time_to({"target": 0.659, "recipes": [row, {**row, "recipe": "article"}], "common_overrides": [],
                            "ratio": 4.0, "bound": ">="})
     assert "ratio (article's time / ours): >=4.00x (a lower bound" in text and "never" in text
+
+
+def test_equal_terms_ratio_is_the_time_to_the_article_recipes_best():
+    def recipe(accs, reached):
+        curve = [{"epoch": i + 1, "elapsed_s": 10.0 * (i + 1), "test_acc": a} for i, a in enumerate(accs)]
+        return {"curve": curve, "best_test_acc_any_epoch": max(accs), "time_to_target_s": reached}
+
+    ours, article = recipe([0.4, 0.6, 0.7], 30.0), recipe([0.2, 0.5, 0.55, 0.6, 0.58], None)
+    assert at_article_best(ours, article) == {"accuracy": 0.6, "ours_s": 20.0, "ours_epoch": 2, "article_s": 40.0,
+                                              "article_epoch": 4, "ratio": 2.0}
+    assert at_article_best(ours, recipe([0.7], 10.0)) is None  # the article got there: the plain ratio says it all
+    assert at_article_best(recipe([0.5], None), article) is None  # ours never reached the article's best
+    row = {"recipe": "ours", "overrides": "x", "epochs": 3, "reached_epoch": 3, "time_to_target_s": 30.0,
+           "best_test_acc_any_epoch": 0.7, "test_acc": 0.7, "run_time_s": 30.0}
+    text = format_time_to({"target": 0.659, "recipes": [row, {**row, "recipe": "article"}], "common_overrides": [],
+                           "ratio": 1.67, "bound": ">=", "at_article_best": at_article_best(ours, article)})
+    assert "the article recipe's best (0.6000): ours 20 s (epoch 2), article 40 s (epoch 4): 2.00x" in text
 
 
 def test_default_recipes_are_fast_and_the_article_without_its_collapse(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -154,6 +155,17 @@ def finish(res: Dict[str, Any], report: str, output: Optional[Path], say) -> Dic
     return res
 
 
+def show_run_log() -> None:
+    """The runs' own log lines (one per epoch, with its test accuracy) on stderr: the mode trains for most of an
+    hour, and outside `python -m fer_sweep` nothing else would show them."""
+    logger = logging.getLogger("fer_sweep")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("    %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def time_to_mode(args: argparse.Namespace, csv: Optional[Path], folder: Optional[Path], say,
                  about: Dict[str, Any]) -> Dict[str, Any]:
     """--time-to: both recipes on the given data (data.path), the report on stdout, the curves in --output."""
@@ -163,6 +175,7 @@ def time_to_mode(args: argparse.Namespace, csv: Optional[Path], folder: Optional
     if args.threads:
         common.append(f"trainer.threads={args.threads}")
     common += [f"trainer.device={args.device}", f"trainer.precision={args.precision}"]
+    show_run_log()
     with tempfile.TemporaryDirectory(prefix="fer_bench_") as tmp:
         res = {**about, **bench_time_to(args.time_to, Path(tmp), common, args.ours, args.article, log=say)}
     return finish(res, format_time_to(res), args.output, say)

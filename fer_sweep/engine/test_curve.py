@@ -3,6 +3,7 @@ every epoch, so a benchmark can say when a recipe first reached an accuracy (`py
 --time-to 0.659`). Model selection never sees it: the checkpoint is still chosen on validation alone."""
 from __future__ import annotations
 
+import logging
 import time
 from typing import Dict
 
@@ -12,6 +13,8 @@ from fer_sweep.data.batches import Batches
 from fer_sweep.engine.callbacks import Callback
 from fer_sweep.engine.loop import evaluate
 from fer_sweep.engine.precision import Precision
+
+log = logging.getLogger(__name__)
 
 
 class TestEveryEpoch(Callback):
@@ -27,4 +30,6 @@ class TestEveryEpoch(Callback):
         metrics["elapsed_s"] = tic - self.start - self.scoring_s
         metrics["test_acc"] = evaluate(self.model, self.test, self.precision, tta=self.tta).acc
         self.scoring_s += time.perf_counter() - tic
+        log.info("epoch %d  test acc %.4f  at %.0f s (scoring took %.1f s, not counted)", epoch, metrics["test_acc"],
+                 metrics["elapsed_s"], time.perf_counter() - tic)
         return False
