@@ -29,7 +29,8 @@ class TestEveryEpoch(Callback):
         tic = time.perf_counter()
         metrics["elapsed_s"] = tic - self.start - self.scoring_s
         metrics["test_acc"] = evaluate(self.model, self.test, self.precision, tta=self.tta).acc
-        self.scoring_s += time.perf_counter() - tic
+        took = time.perf_counter() - tic
+        self.scoring_s += took
         log.info("epoch %d  test acc %.4f  at %.0f s (scoring took %.1f s, not counted)", epoch, metrics["test_acc"],
-                 metrics["elapsed_s"], time.perf_counter() - tic)
+                 metrics["elapsed_s"], took)
         return False
