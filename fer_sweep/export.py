@@ -98,9 +98,9 @@ def runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
     if fmt == "onnx":
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        ort_session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = ort_session.get_inputs()[0].name
+        return lambda x: ort_session.run(None, {name: x})[0]
     with _quiet_jit():
         module = torch.jit.load(str(path), map_location="cpu").eval()
 

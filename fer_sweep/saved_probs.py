@@ -9,7 +9,7 @@ labels (they are FER2013's data, not ours to commit): scoring it reads them from
 
 The same file comes in two forms, told by the suffix: .npz (exact float32, what runs write) and .csv (text: a
 first line of metadata, the class names, then each face's probabilities to 4 decimals, ~180 kB). The text form
-is what multirun/reference keeps (`<run>_test_probs.csv`), so runs of different sessions, whose machines are
+is what multirun/reference keeps (`<run>_test_probs.csv`), so runs made on other days, whose machines are
 gone, still ensemble from git; rounding moves an accuracy by at most a face or two (checked in the tests).
 """
 from __future__ import annotations

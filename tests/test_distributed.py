@@ -40,7 +40,7 @@ TINY = ["data=synthetic", "data.n_train=140", "data.n_public=35", "data.n_privat
 LR = "optimizer.lr=tag(log, interval(1e-4, 1e-1))"
 SPACE = {"optimizer.lr": FloatDistribution(1e-4, 1e-1, log=True)}
 PG = dict(host=os.environ.get("FER_TEST_PGHOST", "127.0.0.1"), port=int(os.environ.get("FER_TEST_PGPORT", 5432)),
-          dbname="test", connect_timeout=3)  # the server the machine starts before each session
+          dbname="test", connect_timeout=3)  # the test machine's server (trust auth, database `test`)
 
 
 # --- fixtures: a fresh PostgreSQL database, worker processes that never outlive a test ----------------------
@@ -87,7 +87,7 @@ BACKENDS = ["journal", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 class Workers:
     """`python -m fer_sweep --multirun hydra/sweeper=optuna ...` processes sharing one study, each in its own
-    session (process group) and sweep folder; any still running at the end of the test are killed."""
+    process group (start_new_session) and sweep folder; any still running at the end of the test are killed."""
 
     def __init__(self, tmp_path: Path, storage: str):
         self.tmp_path, self.storage = tmp_path, storage

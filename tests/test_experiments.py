@@ -19,8 +19,8 @@ LEVERS = {  # conf/lever/<name>.yaml -> the settings it changes from experiment=
     "crop_40": {"model.input_crop": 40},
     "lean": {"model.name": "resnet9_lean"},
     "flip_only_finish": {"trainer.finish_augmentation": "flip"},
-    "crop_flip_finish": {},  # part of experiment=fast since session 27; kept so its commands still run
-    "no_finish": {"trainer.finish_fraction": 0.0, "trainer.tta": "tencrop"},  # experiment=fast until session 27
+    "crop_flip_finish": {},  # part of experiment=fast since fast v3; kept so its commands still run
+    "no_finish": {"trainer.finish_fraction": 0.0, "trainer.tta": "tencrop"},  # fast v2: experiment=fast until v3
 }
 
 

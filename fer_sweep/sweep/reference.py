@@ -19,7 +19,7 @@ It reruns the row as it ran, with the data file named again (the copy keeps only
     python -m fer_sweep --config-dir multirun/reference/NAME --config-name fast_s02_0_config data.path=fer2013.csv
 
 A job that saved its test probabilities (test_probs.npz) has them kept in text as `<run>_test_probs.csv`
-(fer_sweep/saved_probs.py): runs of any session ensemble later from git, long after their checkpoints are gone:
+(fer_sweep/saved_probs.py): runs of any day and machine ensemble later from git, long after their checkpoints are gone:
 
     python -m fer_sweep.evaluate multirun/reference/NAME multirun/reference/OTHER --data fer2013.csv
 """
