@@ -134,7 +134,7 @@ def test_replacing_a_name_removes_the_dropped_runs_files_and_their_scores(tmp_pa
         "s_0_config.yaml", "s_0_test_probs.csv", "s_1_config.yaml", "s_1_test_probs.csv"]
     assert set(pd.read_csv(table)["kind"]) == {"run"}
 
-    scores = folder / "evaluate_pair.json"
+    scores = tmp_path / "evaluate_pair.json"
     done = run_cli([str(folder), "--data", str(mini_csv), "-o", str(scores)], module="fer_sweep.evaluate")
     assert done.returncode == 0, done.stderr
     assert main(["--scores", str(scores), "--each", "--name", "grid", "--command", "evaluate pair",
@@ -150,6 +150,7 @@ def test_replacing_a_name_removes_the_dropped_runs_files_and_their_scores(tmp_pa
                  "--table", str(table)]) == 0  # the same scoring again replaces its row
     assert (pd.read_csv(table)["kind"] == "ensemble").sum() == 1
     assert len(pd.read_csv(folder / "results.csv")) == 5  # the folder's table has its score rows too
+    assert (folder / "evaluate_pair.json").read_text() == scores.read_text()  # the JSON is kept beside them
 
     assert main([str(sweep / "0"), "--name", "grid", "--command", "cmd 2", "--table", str(table)]) == 0
     frame = pd.read_csv(table)
