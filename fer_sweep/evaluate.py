@@ -6,14 +6,20 @@
     python -m fer_sweep.evaluate probs/*.npz old_run/test_probs.npz run_c --data fer2013.csv
     python -m fer_sweep.evaluate multirun/reference/fast_tenshift_s56 --data fer2013.csv
 
-Each argument is a checkpoint file, a run folder (its checkpoints/best.pt, else its test_probs.npz), a sweep
-folder (every job's under it) or a multirun/reference folder (its runs' *_test_probs.csv), or a file of saved
-probabilities (.npz: a run's test_probs.npz, or one that --save-probs wrote; .csv: their text form). Every member
-is scored on the same faces; the ensemble averages their softmax probabilities. The labels (FER2013 or FER+,
-disgust merged or not) are the ones the checkpoints trained on, read from their saved config; checkpoints that
-trained on different labels are refused, and so are saved probabilities of other faces, another split or another
-TTA (fer_sweep/saved_probs.py). Saved probabilities keep no labels: they are read from the data file again
-(--data, else the file the probabilities name). They set the split and TTA when those are not given.
+Each argument is a checkpoint file, a run folder (its checkpoints/best.pt, else its test_probs.npz), a sweep folder
+or a multirun/reference folder, or a file of saved probabilities (.npz: a run's test_probs.npz, or one that
+--save-probs wrote; .csv: their text form). Every member is scored on the same faces; the ensemble averages their
+softmax probabilities. The labels (FER2013 or FER+, disgust merged or not) are the ones the checkpoints trained on, read
+from their saved config; checkpoints that trained on different labels are refused, and so are saved probabilities of
+other faces, another split or another TTA (fer_sweep/saved_probs.py). Saved probabilities keep no labels: they are
+read from the data file again (--data, else the file the probabilities name). They set the split and TTA when those
+are not given.
+
+A sweep or reference folder gives the jobs its results.csv lists with status completed (a sweep's job folders, a
+reference folder's <run>_test_probs.csv): pruned, failed, diverged, superseded and still-running jobs, and folders
+results.csv does not list (an earlier command's), are skipped; each taken and skipped job is printed, with why. A
+folder without results.csv (run folders gathered by hand) gives every job found under it, and says so. A member
+named or found twice is scored once.
 Exit status: 0 on success, 2 when nothing could be scored (a bad checkpoint, data file or argument).
 """
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from fer_sweep import results
+from fer_sweep import folder_jobs, results
 from fer_sweep.checkpoint import CheckpointError
 from fer_sweep.data import DataError, load_splits, resolve_path
 from fer_sweep.data.batches import DeviceBatches
@@ -39,7 +45,7 @@ from fer_sweep.saved_probs import (TEXT_SUFFIX, SavedProbs, SavedProbsError, ens
 
 SPLITS = {"test": "PrivateTest", "val": "PublicTest"}
 LABEL_KEYS = ("labels", "ferplus_mode", "merge_disgust")  # what decides the classes and which faces score
-JOB_MEMBERS = (results.CHECKPOINT_FILE, results.PROBS_FILE)  # what a run folder is scored by, in this order
+JOB_MEMBERS = folder_jobs.JOB_MEMBERS  # what a run folder is scored by, in this order
 
 
 @dataclass
@@ -49,30 +55,36 @@ class Score:
     val_acc: Optional[float] = None  # the val accuracy saved with the checkpoint (best or last epoch)
 
 
-def member_paths(items: Sequence[str | Path]) -> List[Path]:
-    """Files as given; a run folder's checkpoint (else its saved probabilities); every job's under a sweep folder."""
+def member_paths(items: Sequence[str | Path], notes: Optional[List[str]] = None) -> List[Path]:
+    """Files as given; a run folder's checkpoint (else its saved probabilities); under a sweep or reference folder,
+    the jobs its results.csv lists as completed (fer_sweep/folder_jobs.py). Each member once, however often it is
+    named or found. What was taken and skipped, and why, is added to `notes`."""
+    notes = [] if notes is None else notes
     paths: List[Path] = []
     for item in map(Path, items):
         if item.is_file():
             paths.append(item)
-        elif job_member := _job_member(item):
+        elif job_member := folder_jobs.job_member(item):
             paths.append(job_member)
         elif item.is_dir():
-            jobs = {p.parent.parent for p in item.rglob(results.CHECKPOINT_FILE)}
-            jobs |= {p.parent for p in item.rglob(results.PROBS_FILE)}
-            kept = sorted(item.rglob(f"*{results.PROBS_TEXT_FILE}"))  # a multirun/reference folder's runs
-            if not jobs and not kept:
+            selection = folder_jobs.select(item)
+            if not selection.taken and not selection.skipped:
                 raise CheckpointError(f"{item}: no {' or '.join(JOB_MEMBERS)} (nor *{results.PROBS_TEXT_FILE}) "
                                       "in this folder or below it")
-            paths += [_job_member(job) for job in sorted(jobs)] + kept
+            notes += selection.lines()
+            if not selection.taken:
+                raise CheckpointError(f"{item}: none of its jobs is listed as completed in its results.csv")
+            paths += [member for _, member in selection.taken]
         else:
             raise CheckpointError(f"{item}: no such file or folder (a checkpoint, saved probabilities, a run "
                                   "or a sweep)")
-    return paths
-
-
-def _job_member(folder: Path) -> Optional[Path]:
-    return next((folder / name for name in JOB_MEMBERS if (folder / name).is_file()), None)
+    unique: Dict[Path, Path] = {}
+    for path in paths:
+        if path.resolve() in unique:
+            notes.append(f"{path}: named twice, scored once")
+        else:
+            unique[path.resolve()] = path
+    return list(unique.values())
 
 
 def is_saved_probs(path: Path) -> bool:
@@ -176,7 +188,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        paths = member_paths(args.checkpoints)
+        notes: List[str] = []
+        paths = member_paths(args.checkpoints, notes)
+        for note in notes:
+            print(note)
         saved_paths = [p for p in paths if is_saved_probs(p)]
         checkpoints = [p for p in paths if not is_saved_probs(p)]
         saved = [load_probs(p) for p in saved_paths]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,32 @@ def test_saved_probabilities_of_other_faces_or_views_are_refused(sweep, mini_csv
     proc = run_cli(args, module="fer_sweep.evaluate")
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_sweep_folder_gives_only_the_jobs_its_results_csv_lists_as_completed(tmp_path, mini_csv):
+    """A real sweep with a failing job, a file left in that job's folder, a stray job folder of an earlier command
+    and the same job named twice: only the completed job is scored, once, and each skip says why."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["--multirun", "data=fer2013", f"data.path={mini_csv}", "model=resnet9", "model.base_width=4",
+                    "trainer.epochs=1", "trainer.threads=1", "trainer.plots=false", "optimizer.lr=0.001,-1",
+                    f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 1 and "1 failed" in proc.stdout, proc.stderr
+    (sweep / "1" / "checkpoints").mkdir()  # a checkpoint left behind in the failed job's folder
+    shutil.copyfile(sweep / "0" / "checkpoints" / "best.pt", sweep / "1" / "checkpoints" / "best.pt")
+    shutil.copytree(sweep / "0", sweep / "stray")  # a job folder results.csv does not list
+    out = tmp_path / "scores.json"
+    proc = run_cli([str(sweep), str(sweep), str(sweep / "0"), "--data", str(mini_csv), "-o", str(out)],
+                   module="fer_sweep.evaluate")
+    assert proc.returncode == 0, proc.stderr
+    assert [s["name"] for s in scores_of(out)["scores"]] == [str(sweep / "0/checkpoints/best.pt")]  # no ensemble
+    assert f"{sweep}: 1 job(s) taken, 2 skipped" in proc.stdout
+    assert "took     0" in proc.stdout
+    assert "skipped  1: failed" in proc.stdout and "skipped  stray: not in results.csv" in proc.stdout
+    assert "named twice, scored once" in proc.stdout
+
+
+def test_a_folder_without_results_csv_takes_every_job_and_says_so(sweep, mini_csv):
+    proc = run_cli([str(sweep), "--data", str(mini_csv)], module="fer_sweep.evaluate")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{sweep}: no results.csv, so every job found is taken (2)" in proc.stdout
+    assert "ensemble" in proc.stdout

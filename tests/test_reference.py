@@ -1,5 +1,6 @@
 """multirun/reference/results.csv: sweeps and single runs collected into one table, by name, with commands."""
 import json
+import shutil
 
 import pandas as pd
 from omegaconf import OmegaConf
@@ -116,3 +117,56 @@ def test_the_sweep_package_never_imports_the_report_cli():
             if isinstance(node, ast.ImportFrom):
                 assert node.module != "fer_sweep.report", f"{file.name} imports fer_sweep.report"
                 assert not (node.module == "fer_sweep" and any(a.name == "report" for a in node.names)), file.name
+
+
+def test_replacing_a_name_removes_the_dropped_runs_files_and_their_scores(tmp_path, mini_csv, capsys):
+    """Collect a 2-job sweep, record its ensemble as a row (evaluate -o, then --scores), then collect the name again
+    with job 0 alone: job 1's config and probabilities leave the folder, the ensemble row leaves the table, and
+    the folder holds exactly the runs of its rows."""
+    sweep = tmp_path / "s"
+    done = run_cli(["--multirun", "data=fer2013", f"data.path={mini_csv}", *NARROW_RESNET9, "trainer.epochs=1",
+                    "trainer.plots=false", "trainer.threads=1", "seed=0,1", f"hydra.sweep.dir={sweep}"])
+    assert done.returncode == 0, done.stderr
+    table = tmp_path / "reference" / "results.csv"
+    folder = tmp_path / "reference" / "grid"
+    assert main([str(sweep), "--name", "grid", "--command", "cmd", "--table", str(table)]) == 0
+    assert sorted(p.name for p in folder.glob("s_*")) == [
+        "s_0_config.yaml", "s_0_test_probs.csv", "s_1_config.yaml", "s_1_test_probs.csv"]
+    assert set(pd.read_csv(table)["kind"]) == {"run"}
+
+    scores = tmp_path / "evaluate_pair.json"
+    done = run_cli([str(folder), "--data", str(mini_csv), "-o", str(scores)], module="fer_sweep.evaluate")
+    assert done.returncode == 0, done.stderr
+    assert main(["--scores", str(scores), "--each", "--name", "grid", "--command", "evaluate pair",
+                 "--table", str(table)]) == 0
+    frame = pd.read_csv(table)
+    ensemble = frame[frame["kind"] == "ensemble"].iloc[0]
+    assert ensemble["members"] == "s/0;s/1" and ensemble["tta"] == "none" and ensemble["command"] == "evaluate pair"
+    assert ensemble["test_acc"] == json.loads(scores.read_text())["scores"][-1]["acc"]
+    assert ensemble["model"] == "resnet9" and pd.isna(ensemble["seed"])  # shared settings only
+    rescored = frame[frame["kind"] == "rescore"].set_index("members")
+    assert rescored.loc["s/1", "seed"] == 1 and len(rescored) == 2
+    assert main(["--scores", str(scores), "--name", "grid", "--command", "evaluate pair",
+                 "--table", str(table)]) == 0  # the same scoring again replaces its row
+    assert (pd.read_csv(table)["kind"] == "ensemble").sum() == 1
+    assert len(pd.read_csv(folder / "results.csv")) == 5  # the folder's table has its score rows too
+    assert (folder / "evaluate_pair.json").read_text() == scores.read_text()  # the JSON is kept beside them
+
+    assert main([str(sweep / "0"), "--name", "grid", "--command", "cmd 2", "--table", str(table)]) == 0
+    frame = pd.read_csv(table)
+    assert list(frame.loc[frame["kind"] == "run", "run"]) == ["s/0"]
+    assert list(frame.loc[frame["kind"] != "run", "members"]) == ["s/0"]  # the scores of s/1 left with it
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "history.csv", "report.md", "results.csv", "s_0_config.yaml", "s_0_test_probs.csv"]
+
+    # a score file whose member is no run of the table: one line, nothing written
+    before = table.read_text()
+    assert main(["--scores", str(scores), "--name", "grid", "--command", "c", "--table", str(table)]) == 2
+    assert "member" in capsys.readouterr().err and table.read_text() == before
+
+    # evaluate on a reference folder takes the runs its results.csv lists; a stray kept file is skipped
+    shutil.copyfile(folder / "s_0_test_probs.csv", folder / "old_0_test_probs.csv")
+    done = run_cli([str(folder), "--data", str(mini_csv)], module="fer_sweep.evaluate")
+    assert done.returncode == 0, done.stderr
+    assert "took     s_0" in done.stdout and "skipped  old_0: not in results.csv" in done.stdout
+    assert "ensemble" not in done.stdout

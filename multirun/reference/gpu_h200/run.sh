@@ -5,8 +5,8 @@
 #                (pip wheel --no-deps NAME==VERSION -w CARRY/whl)
 #   CARRY/pixels.xz, CARRY/labels.npz
 #                (python -m fer_sweep.data.carry pack fer2013.csv CARRY)
-# Thirteen jobs share the GPU at once (nine levers, two seeds, two scaled-up runs; session 9 ran ten: levers sgd
-# and crop_40 came in sessions 10 and 18), each within BUDGET seconds (the time budget cuts epochs that do not fit):
+# Thirteen jobs share the GPU at once (nine levers, two seeds, two scaled-up runs; the H200 run of 2026-11-30 ran
+# ten: levers sgd and crop_40 came later, on 2026-11-30 and 2026-12-01), each within BUDGET seconds (the time budget cuts epochs that do not fit):
 #   - experiment=fast_levers, seed 0: experiment=fast and one lever at a time, at most 72 epochs;
 #   - experiment=fast, at most 72 epochs, seeds 1 and 2 (with the levers' baseline, seeds 0-2 as on the CPU);
 #   - the recipe scaled up: resnet9_wide (8.9M parameters), batch 128, max_lr 3e-3, with the article's and
