@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import hydra
 import numpy as np
@@ -26,7 +26,7 @@ from fer_sweep.data import dataset_name, load_dataset, load_splits, resolve_path
 from fer_sweep.data.batches import MEAN, STD, DeviceBatches
 from fer_sweep.data.fingerprint import data_identity, describe
 from fer_sweep.data.shift import shift_warning
-from fer_sweep.engine.budget import FINISH_S, Deadline, epochs_within, estimate_epoch
+from fer_sweep.engine.budget import FINISH_S, Deadline, epochs_within, estimate_epoch, machine_kind, record_plan
 from fer_sweep.engine.callbacks import CHECKPOINT_CHOICES, BestCheckpoint, Callback, LogEpochs, ProgressBar
 from fer_sweep.engine.test_curve import TestEveryEpoch
 from fer_sweep.engine.loop import evaluate, fit
@@ -114,6 +114,7 @@ def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequenc
     except BaseException as exc:
         trackers.finish("failed" if isinstance(exc, Exception) else "killed")
         raise
+    trackers.log_plan(cfg)  # a time budget's plan is known now (trainer.epochs): logged once, as it ran
     trackers.log_result(result, out / "plots")
     trackers.finish(result["status"])
     return result
@@ -160,10 +161,10 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                          "cutmix, class weights or label smoothing")
     # a time budget: the epochs that fit on this machine, and a deadline that keeps to it (engine/budget.py)
     epoch_cap = int(t.epochs)
-    reserve_s = None
+    reserve_s = epoch_s = None
     if t.get("time_budget_s"):
-        reserve_s = fit_epochs_to_budget(cfg, model, train_set, val_set, test_set, precision, augment, target_mode,
-                                         tic)
+        reserve_s, epoch_s = fit_epochs_to_budget(cfg, model, train_set, val_set, test_set, precision, augment,
+                                                  target_mode, tic, num_classes=len(class_names))
     steps_per_epoch = train_set.num_batches(t.batch_size)
     schedule = build_schedule(cfg.scheduler, optimizer, t.epochs, steps_per_epoch)
 
@@ -183,7 +184,8 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     if reserve_s is not None:  # the deadline's clock leaves out a benchmark's test scoring, as elapsed_s does
         clock = (lambda: time.perf_counter() - tester.scoring_s) if tester else time.perf_counter
         run_callbacks.append(Deadline(float(t.time_budget_s), tic, int(t.epochs), reserve_s, schedule,
-                                      steps_per_epoch, cap=epoch_cap, clock=clock,
+                                      steps_per_epoch, cap=epoch_cap, clock=clock, epoch_s=epoch_s,
+                                      machine=machine_kind(device),
                                       on_replan=lambda epochs: setattr(t, "epochs", epochs)))
     train_augment = None if augment.is_identity else augment
     if t.get("finish_fraction") and train_augment is not None:  # after the Deadline: it reads the re-planned length
@@ -205,6 +207,8 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                   mixup_alpha=t.mixup_alpha, cutmix_alpha=t.cutmix_alpha, num_classes=len(class_names),
                   target_mode=target_mode, callbacks=run_callbacks)
     status = history.status
+    if reserve_s is not None:  # the kept weights may predate the last re-plan: their config says the plan that ran
+        record_plan(out / results.CHECKPOINT_FILE, int(t.epochs))
     if history.stopped_early and any(getattr(cb, "pruned", False) for cb in callbacks):
         status = "pruned"
 
@@ -259,22 +263,32 @@ def train_augmentation(cfg: DictConfig) -> Dict[str, Any]:
 
 
 def fit_epochs_to_budget(cfg: DictConfig, model, train_set, val_set, test_set, precision, augment, target_mode: str,
-                         tic: float) -> float:
+                         tic: float, num_classes: int = 7) -> Tuple[float, float]:
     """Set cfg.trainer.epochs to the most that fit in trainer.time_budget_s (counted from `tic`, the run's start),
     capped at its current value (the run's Deadline keeps it up to date as the run goes on), so the schedule,
     the logs, result.json and the checkpoint's config all say what ran.
-    Returns the seconds to keep free after the last epoch (the test pass and the run's files)."""
+    Returns the seconds to keep free after the last epoch (the test pass and the run's files) and the probe's
+    time of an epoch. The probe trains batches as fit will (the same options), on throwaway copies."""
     t = cfg.trainer
     make_optimizer = functools.partial(build_optimizer, cfg.optimizer, weight_decay=t.weight_decay)
+    steps_per_epoch = train_set.num_batches(t.batch_size)
+    class_weights = None
+    if t.class_weights == "balanced":
+        class_weights = balanced_class_weights(train_set.labels, num_classes).to(train_set.device)
+    options = dict(grad_clip_value=t.grad_clip_value, grad_clip_norm=t.grad_clip_norm,
+                   label_smoothing=t.label_smoothing, class_weights=class_weights, mixup_alpha=t.mixup_alpha,
+                   cutmix_alpha=t.cutmix_alpha, num_classes=num_classes)
     estimate = estimate_epoch(model, make_optimizer, train_set, val_set, test_set, precision, int(t.batch_size),
-                              None if augment.is_identity else augment, t.tta, target_mode)
+                              None if augment.is_identity else augment, t.tta, target_mode,
+                              make_schedule=lambda opt: build_schedule(cfg.scheduler, opt, t.epochs, steps_per_epoch),
+                              ema_decay=t.ema_decay, options=options)
     epochs = epochs_within(float(t.time_budget_s), time.perf_counter() - tic, estimate, cap=int(t.epochs))
     log.info("time budget %.0f s: an epoch takes ~%.1f s here (%d steps of %.0f ms, validation %.1f s), the test "
              "pass ~%.0f s -> %d epochs (trainer.epochs=%d is the cap)", float(t.time_budget_s), estimate.epoch_s,
              estimate.steps_per_epoch, estimate.step_s * 1000, estimate.val_s, estimate.test_s, epochs,
              int(t.epochs))
     t.epochs = epochs
-    return estimate.test_s + FINISH_S
+    return estimate.test_s + FINISH_S, estimate.epoch_s
 
 
 def checkpoint_choice(cfg: DictConfig) -> str:

@@ -5,7 +5,8 @@
 
 Each tracker is a training-loop Callback (fer_sweep/engine/callbacks.py): per epoch it logs train/val loss and
 accuracy, the learning rate and the epoch time. Around the loop, train() (fer_sweep/app.py) calls `start(cfg)`
-(the resolved config as parameters), `log_result(result, plots_dir)` (result.json's metrics and the plots) and
+(the resolved config as parameters), `log_plan(cfg)` (a time budget's planned epochs, once they ran),
+`log_result(result, plots_dir)` (result.json's metrics and the plots) and
 `finish(status)` (completed, failed, diverged, pruned or killed), also when the job fails.
 
 A tracker is a side channel: `Trackers` wraps every call, so a tracker that fails (disk full, server down, the
@@ -79,6 +80,20 @@ def job_config(cfg: DictConfig) -> Dict[str, Any]:
     return plain
 
 
+def planned_later(cfg: DictConfig) -> bool:
+    """A time budget plans trainer.epochs after the trackers start (engine/budget.py): its value at the start is
+    the cap, so trackers log it once the plan has run (log_plan), not at the start."""
+    return bool(cfg.trainer.get("time_budget_s")) if cfg.get("trainer") is not None else False
+
+
+def start_params(cfg: DictConfig) -> Dict[str, Any]:
+    """flat_config without what is planned later."""
+    params = flat_config(cfg)
+    if planned_later(cfg):
+        params.pop("trainer.epochs", None)
+    return params
+
+
 def config_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(job_config(cfg)))
 
@@ -129,6 +144,9 @@ class Tracker(Callback):
 
     def start(self, cfg: DictConfig) -> None: ...
 
+    def log_plan(self, cfg: DictConfig) -> None:
+        """After training: a time budget's plan (trainer.epochs), left out of start's parameters (planned_later)."""
+
     def log_result(self, result: Mapping[str, Any], plots_dir: Optional[Path]) -> None: ...
 
     def finish(self, status: str) -> None: ...
@@ -157,15 +175,24 @@ class TensorBoardTracker(Tracker):
 
     def start(self, cfg: DictConfig) -> None:
         from torch.utils.tensorboard import SummaryWriter
-        from torch.utils.tensorboard.summary import hparams
 
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        if not planned_later(cfg):  # else log_plan writes them: TensorBoard keeps a run's first hparams only
+            self._hparams(cfg)
+
+    def _hparams(self, cfg: DictConfig) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
         values = {k: plain_value(v) for k, v in flat_config(cfg).items()}
         experiment, session_start, _ = hparams(values, {m: 0.0 for m in self.HPARAM_METRICS})
         file_writer = self.writer._get_file_writer()
         file_writer.add_summary(experiment)
         file_writer.add_summary(session_start)
         self.writer.add_text("config", "```\n" + config_yaml(cfg) + "```")
+
+    def log_plan(self, cfg: DictConfig) -> None:
+        if planned_later(cfg):
+            self._hparams(cfg)
 
     def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
         for key in EPOCH_METRICS:
@@ -331,10 +358,16 @@ class MLflowTracker(Tracker):
             run_name = self.settings.get("run_name") or ctx.run_name
             run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
             self.run_id = run.info.run_id
-            params = [Param(k, str(plain_value(v))[:self.MAX_PARAM]) for k, v in flat_config(cfg).items()]
+            params = [Param(k, str(plain_value(v))[:self.MAX_PARAM]) for k, v in start_params(cfg).items()]
             for i in range(0, len(params), self.BATCH):
                 self.client.log_batch(self.run_id, params=params[i:i + self.BATCH])
             self.client.log_text(self.run_id, config_yaml(cfg), "config.yaml")
+
+    def log_plan(self, cfg: DictConfig) -> None:
+        if planned_later(cfg):  # MLflow's params are set once: the plan that ran, and the config as it ran
+            with _quiet():
+                self.client.log_param(self.run_id, "trainer.epochs", str(cfg.trainer.epochs))
+                self.client.log_text(self.run_id, config_yaml(cfg), "config.yaml")
 
     def _metrics(self, values: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -410,6 +443,9 @@ class Trackers(Callback):
 
     def on_train_end(self, history: Any) -> None:
         self._each("on_train_end", history)
+
+    def log_plan(self, cfg: DictConfig) -> None:
+        self._each("log_plan", cfg)
 
     def log_result(self, result: Mapping[str, Any], plots_dir: Optional[Path]) -> None:
         self._each("log_result", result, plots_dir)

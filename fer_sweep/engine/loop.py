@@ -91,6 +91,45 @@ def train_step(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, optimiz
     return loss, logits
 
 
+class EpochTotals:
+    """What an epoch sums over its batches (on the device, read once at the epoch's end), and the lr of the
+    last batch trained."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.lr = 0.0
+
+
+def train_batch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
+                schedule: Schedule, precision: Precision, totals: EpochTotals,
+                augment: Optional[Callable[..., torch.Tensor]] = None, generator: Optional[torch.Generator] = None,
+                grad_clip_value: Optional[float] = None, grad_clip_norm: Optional[float] = None,
+                label_smoothing: float = 0.0, class_weights: Optional[torch.Tensor] = None,
+                ema: Optional[EMA] = None, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
+                num_classes: int = 7, target_mode: str = "label", check_loss: bool = True) -> Optional[float]:
+    """Everything one training batch costs, from the uint8 batch to the counts: normalise, augment, targets,
+    mixup/cutmix, the optimisation step, the EMA update, the lr and schedule step, the loss and correct counts;
+    with `check_loss`, the loss as a float (a device sync). fit trains with it, and the time budget's probe
+    (engine/budget.py) times it, so the probe's epoch is the one the run pays for."""
+    x = normalize(images)
+    if augment is not None:
+        x = augment(x, generator=generator)
+    targets = batch_targets(labels, target_mode, generator)
+    if mixup_alpha > 0 or cutmix_alpha > 0:
+        x, targets = mix_batch(x, targets, num_classes, mixup_alpha, cutmix_alpha, generator)
+    loss, logits = train_step(model, x, targets, optimizer, precision, class_weights, label_smoothing,
+                              grad_clip_value, grad_clip_norm, target_mode)
+    if ema is not None:
+        ema.update(model)
+    totals.lr = optimizer.param_groups[0]["lr"]
+    schedule.after_batch()
+    totals.loss_sum += loss.detach() * len(labels)
+    totals.correct += count_correct(logits, targets, target_mode).sum()
+    # Checking the loss syncs the device, so on accelerators fit looks only every 20 steps.
+    return loss.item() if check_loss else None
+
+
 def fit(model: nn.Module, train: Batches, val: Batches, optimizer: torch.optim.Optimizer,
         schedule: Schedule, precision: Precision, epochs: Union[int, Callable[[], int]], batch_size: int,
         augment: Optional[Callable[..., torch.Tensor]] = None, generator: Optional[torch.Generator] = None,
@@ -121,38 +160,29 @@ def fit(model: nn.Module, train: Batches, val: Batches, optimizer: torch.optim.O
         epoch += 1
         model.train()
         tic = time.perf_counter()
-        loss_sum = torch.zeros((), device=train.device)
-        correct = torch.zeros((), device=train.device, dtype=torch.long)
+        totals = EpochTotals(train.device)
         for images, labels in train.batches(batch_size, shuffle=True, generator=generator):
-            x = normalize(images)
-            if augment is not None:
-                x = augment(x, generator=generator)
-            targets = batch_targets(labels, target_mode, generator)
-            if mixup_alpha > 0 or cutmix_alpha > 0:
-                x, targets = mix_batch(x, targets, num_classes, mixup_alpha, cutmix_alpha, generator)
-            loss, logits = train_step(model, x, targets, optimizer, precision, class_weights, label_smoothing,
-                                      grad_clip_value, grad_clip_norm, target_mode)
-            if ema is not None:
-                ema.update(model)
-            history.batch_lr.append(optimizer.param_groups[0]["lr"])
-            schedule.after_batch()
-            loss_sum += loss.detach() * len(labels)
-            correct += count_correct(logits, targets, target_mode).sum()
             step += 1
-            # Checking the loss syncs the device, so on accelerators look only every 20 steps.
-            loss_value = loss.item() if train.device.type == "cpu" or step % 20 == 0 else None
+            loss_value = train_batch(model, images, labels, optimizer, schedule, precision, totals, augment=augment,
+                                     generator=generator, grad_clip_value=grad_clip_value,
+                                     grad_clip_norm=grad_clip_norm, label_smoothing=label_smoothing,
+                                     class_weights=class_weights, ema=ema, mixup_alpha=mixup_alpha,
+                                     cutmix_alpha=cutmix_alpha, num_classes=num_classes, target_mode=target_mode,
+                                     check_loss=train.device.type == "cpu" or step % 20 == 0)
+            history.batch_lr.append(totals.lr)
             if loss_value is not None and not math.isfinite(loss_value):
                 history.status = "diverged"
                 break
             for cb in callbacks:
                 cb.on_batch_end(step, loss_value)
-        train_loss = loss_sum.item() / len(train)
+        train_loss = totals.loss_sum.item() / len(train)
         if history.status == "diverged" or not math.isfinite(train_loss):
             history.status = "diverged"
             break
         val_eval = evaluate(ema.model if ema else model, val, precision, batch_size=max(batch_size, 512))
         metrics = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
-                   "train_acc": correct.item() / len(train), "val_loss": val_eval.loss, "val_acc": val_eval.acc,
+                   "train_acc": totals.correct.item() / len(train), "val_loss": val_eval.loss,
+                   "val_acc": val_eval.acc,
                    "epoch_time_s": time.perf_counter() - tic}
         history.epochs.append(metrics)
         schedule.after_epoch(val_eval.loss)
