@@ -30,7 +30,7 @@ from fer_sweep.engine.budget import FINISH_S, Deadline, epochs_within, estimate_
 from fer_sweep.engine.callbacks import CHECKPOINT_CHOICES, BestCheckpoint, Callback, LogEpochs, ProgressBar
 from fer_sweep.engine.test_curve import TestEveryEpoch
 from fer_sweep.engine.loop import evaluate, fit
-from fer_sweep.engine.precision import describe_machine, resolve_device, resolve_precision
+from fer_sweep.engine.precision import cpu_kind, describe_machine, resolve_device, resolve_precision
 from fer_sweep.engine.techniques import EMA, AugmentationFinish, balanced_class_weights, check_tta
 from fer_sweep.errors import ConfigError, UserError
 from fer_sweep.models import build_model, count_parameters
@@ -50,7 +50,8 @@ def config_hash(cfg: DictConfig) -> str:
     go (environment details) and the Optuna bookkeeping, plus what it resolves to on this machine now (see
     runtime_identity). The data's content is compared apart (same_data): that needs the data loaded."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("hydra", "output_dir", "trial", "logger"):  # logger: where results are tracked, not the job
+    # logger: where results are tracked, not the job; recipe: the name of what the rest of the config says
+    for key in ("hydra", "output_dir", "trial", "logger", "recipe"):
         plain.pop(key, None)
     (plain.get("data") or {}).pop("cache_dir", None)
     plain["runtime"] = runtime_identity(cfg)
@@ -91,7 +92,31 @@ def describe_run(cfg: DictConfig) -> Dict[str, Any]:
             "labels": label_set(cfg.data),
             "augmentation": cfg.augmentation.name, "epochs": cfg.trainer.epochs, "lr": cfg.optimizer.lr,
             "batch_size": cfg.trainer.batch_size, "weight_decay": cfg.trainer.weight_decay,
-            "seed": cfg.trainer.seed}
+            "seed": cfg.trainer.seed, **run_settings(cfg)}
+
+
+def run_settings(cfg: DictConfig) -> Dict[str, Any]:
+    """What a run's numbers mean, recorded whether or not the command line typed them: the recipe, the split,
+    which epoch was kept, the TTA, the time budget, the machine kind, and whether the val split was held out
+    (data.split=full trains on it: then best_val_acc is left empty)."""
+    split = cfg.data.get("split", "seed")
+    return {"recipe": cfg.get("recipe"), "split": split, "checkpoint": cfg.trainer.get("checkpoint", "best_val"),
+            "tta": cfg.trainer.get("tta", "none"), "time_budget_s": cfg.trainer.get("time_budget_s"),
+            "cpu_kind": job_cpu_kind(cfg), "val_held_out": val_held_out(cfg)}
+
+
+def val_held_out(cfg: DictConfig) -> bool:
+    """False when the run trains on its val split (data.split=full): its val accuracy is not a held-out score."""
+    return cfg.data.get("split", "seed") != "full"
+
+
+def job_cpu_kind(cfg: DictConfig) -> Optional[str]:
+    """cpu_kind of the device the job asks for; None where that can't be known (a failed job's record must
+    still be written, whatever broke)."""
+    try:
+        return cpu_kind(resolve_device(cfg.trainer.device))
+    except Exception:  # noqa: BLE001 - an unknown machine kind is an empty cell, not a second failure
+        return None
 
 
 def label_set(data_cfg: DictConfig) -> str:
@@ -124,6 +149,7 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     t = cfg.trainer
     tic = time.perf_counter()
     keep = checkpoint_choice(cfg)
+    check_held_out_objective(cfg)
     check_tta(t.tta)
     if t.get("finish_fraction") and t.finish_augmentation not in AUGMENTATIONS:
         raise ConfigError(f"trainer.finish_augmentation={t.finish_augmentation!r}: not an augmentation preset; "
@@ -216,10 +242,10 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                               **data_identity(splits.train), **describe_run(cfg),
                               "params": count_parameters(model), "device": str(device),
                               "precision": precision.name, "machine": describe_machine(device),
-                              "tta": t.tta, "time_budget_s": t.get("time_budget_s"), "split_sizes": splits.sizes(),
+                              "cpu_kind": cpu_kind(device), "split_sizes": splits.sizes(),
                               "class_names": class_names, "epochs_run": len(history.epochs),
                               "best_epoch": best.best_epoch or None,
-                              "best_val_acc": best.best if best.best_epoch else None,
+                              "best_val_acc": best.best if best.best_epoch and val_held_out(cfg) else None,
                               "final_val_acc": history.epochs[-1]["val_acc"] if history.epochs else None}
     if best.best_epoch:  # score the test split with the kept (best-val or last) weights
         state = torch.load(out / results.CHECKPOINT_FILE, weights_only=True)["state_dict"]
@@ -245,8 +271,13 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
         if result.get("confusion_matrix"):
             title = f"{cfg.model.name} / {cfg.scheduler.name}: test acc {result['test_acc']:.3f}"
             plot_confusion(np.array(result["confusion_matrix"]), class_names, out / "plots/confusion.png", title)
-    log.info("%s: best val acc %s (epoch %s), test acc %s, %.0fs", status, _fmt(result["best_val_acc"]),
-             result["best_epoch"], _fmt(result["test_acc"]), result["train_time_s"])
+    if val_held_out(cfg):
+        log.info("%s: best val acc %s (epoch %s), test acc %s, %.0fs", status, _fmt(result["best_val_acc"]),
+                 result["best_epoch"], _fmt(result["test_acc"]), result["train_time_s"])
+    else:
+        log.info("%s: kept epoch %s (val acc %s, not held out: trained on), test acc %s, %.0fs", status,
+                 result["best_epoch"], _fmt(result["final_val_acc"]), _fmt(result["test_acc"]),
+                 result["train_time_s"])
     return result
 
 
@@ -301,6 +332,21 @@ def checkpoint_choice(cfg: DictConfig) -> str:
         raise ConfigError("data.split=full trains on PublicTest, the val split, so its best-val epoch is picked on "
                           "training faces: add trainer.checkpoint=last")
     return choice
+
+
+NOT_HELD_OUT = ("best_val_acc", "final_val_acc")  # result.json's val metrics: trained on with data.split=full
+
+
+def check_held_out_objective(cfg: DictConfig) -> None:
+    """An Optuna trial may not be judged on val accuracy its run trained on (the sweeper refuses this before any
+    trial; this is the job's own check, for a study started otherwise)."""
+    if not cfg.get("trial") or val_held_out(cfg):
+        return
+    objective = [cfg.objective] if isinstance(cfg.objective, str) else list(cfg.objective)
+    used = [name for name in objective if name in NOT_HELD_OUT]
+    if used:
+        raise ConfigError(f"objective={','.join(used)} with data.split=full: the val split is trained on, so its "
+                          "accuracy is no score to optimise; use data.split=seed or official")
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:

@@ -20,6 +20,7 @@ reference folder's <run>_test_probs.csv): pruned, failed, diverged, superseded a
 results.csv does not list (an earlier command's), are skipped; each taken and skipped job is printed, with why. A
 folder without results.csv (run folders gathered by hand) gives every job found under it, and says so. A member
 named or found twice is scored once.
+A checkpoint that trained on PublicTest (data.split=full) is refused with --split val unless --force.
 Exit status: 0 on success, 2 when nothing could be scored (a bad checkpoint, data file or argument).
 """
 from __future__ import annotations
@@ -36,9 +37,11 @@ from fer_sweep.checkpoint import CheckpointError
 from fer_sweep.data import DataError, load_splits, resolve_path
 from fer_sweep.data.batches import DeviceBatches
 from fer_sweep.data.fingerprint import data_identity
+from fer_sweep.destination import check_file, check_folder
 from fer_sweep.engine.loop import evaluate
 from fer_sweep.engine.precision import PRECISIONS
 from fer_sweep.engine.techniques import TTA_MODES
+from fer_sweep.errors import UserError
 from fer_sweep.predict import Predictor, positive_int
 from fer_sweep.saved_probs import (TEXT_SUFFIX, SavedProbs, SavedProbsError, ensemble_acc, faces_identity,
                                   load_probs, save_probs)
@@ -120,6 +123,21 @@ def scoring_mode(saved: Sequence[SavedProbs], split: Optional[str], tta: Optiona
     return split, tta
 
 
+def check_held_out(checkpoints: Sequence[Path], configs: Sequence[Dict[str, Any]], split: str, force: bool) -> None:
+    """--split val on a checkpoint that trained on PublicTest (data.split=full) would score faces it trained on:
+    refused, or with --force a warning."""
+    if split != "val":
+        return
+    trained = [str(p) for p, c in zip(checkpoints, configs) if (c.get("data") or {}).get("split") == "full"]
+    if not trained:
+        return
+    why = (f"{', '.join(trained)}: trained on PublicTest (data.split=full), so --split val scores faces it "
+           "trained on")
+    if not force:
+        raise CheckpointError(f"{why}; score --split test, or add --force")
+    print(f"warning: {why} (--force: scored all the same)", file=sys.stderr)
+
+
 def score_checkpoints(predictor: Predictor, data_path: Optional[str], split: str, tta: str,
                       batch_size: int = 512) -> List[SavedProbs]:
     """Each checkpoint's probabilities on `split` (test/val) with `tta`, labelled with the faces they scored."""
@@ -179,6 +197,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--save-probs", type=Path, metavar="DIR",
                    help="also write each checkpoint's probabilities here (SWEEP_JOB_SPLIT_TTA.npz), to ensemble "
                         "or re-score later without the checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="score --split val even with checkpoints that trained on it (data.split=full), with a "
+                        "warning")
     p.add_argument("--batch-size", type=positive_int, default=512)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
@@ -188,6 +209,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
+        if args.output:  # before any scoring: a bad destination fails now, not after it
+            check_file(args.output, "--output")
+        if args.save_probs:
+            check_folder(args.save_probs, f"--save-probs {args.save_probs}")
         notes: List[str] = []
         paths = member_paths(args.checkpoints, notes)
         for note in notes:
@@ -199,12 +224,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         scored, val_accs = [], {}
         if checkpoints:
             predictor = Predictor.from_paths(checkpoints, args.device, args.precision)
+            check_held_out(checkpoints, [loaded.config for loaded in predictor.loaded], split, args.force)
             scored = score_checkpoints(predictor, args.data, split, tta, args.batch_size)
-            val_accs = {p: loaded.val_acc for p, loaded in zip(checkpoints, predictor.loaded)}
+            val_accs = {p: loaded.val_acc for p, loaded in zip(checkpoints, predictor.loaded)  # none if trained on
+                        if (loaded.config.get("data") or {}).get("split") != "full"}
         saved = with_labels(saved, scored, args.data, split)
         members = {**dict(zip(saved_paths, saved)), **dict(zip(checkpoints, scored))}
         scores = score([members[p] for p in paths], [val_accs.get(p) for p in paths])
-    except (CheckpointError, DataError, ValueError) as exc:
+    except (CheckpointError, DataError, UserError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{SPLITS[split]}, tta={tta}: {len(checkpoints)} checkpoint(s), {len(saved)} saved probabilities")

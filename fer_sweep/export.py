@@ -28,6 +28,8 @@ import torch
 
 from fer_sweep.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from fer_sweep.data.errors import DataError
+from fer_sweep.destination import check_file
+from fer_sweep.errors import UserError
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")
@@ -183,11 +185,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     output = args.output or args.checkpoint.with_suffix(SUFFIXES[args.format])
     try:
+        check_file(output, "--output")  # before the export and its parity check, not after
         diff = export(args.checkpoint, args.format, output, args.check_data, args.tolerance)
     except ParityError as exc:
         print(f"error: {exc}; nothing was written to {output}", file=sys.stderr)
         return 1
-    except (CheckpointError, DataError) as exc:
+    except (CheckpointError, DataError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {output} ({args.format}); parity max |logit difference| {diff:.3g} <= {args.tolerance:g}")

@@ -27,8 +27,10 @@ import torch.nn as nn
 
 from fer_sweep.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from fer_sweep.data.batches import MEAN, STD
+from fer_sweep.destination import check_file, check_folder
 from fer_sweep.engine.loop import predict_logits
 from fer_sweep.engine.precision import PRECISIONS, Precision, resolve_device, resolve_precision
+from fer_sweep.errors import UserError
 from fer_sweep.faces import MARGIN, DetectorUnavailable, Face, NoFaceFound, faces_in, read_gray
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -328,9 +330,13 @@ def output_format(args: argparse.Namespace) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
+        if args.output:  # before any work: a bad destination fails now, not after the last image
+            check_file(args.output, "--output")
+        if args.annotate:
+            check_folder(args.annotate, f"--annotate {args.annotate}")
         predictor = Predictor.from_paths([args.checkpoint, *args.ensemble], args.device, args.precision,
                                          args.tta)
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, UserError, ValueError) as exc:
         return _fail(str(exc))
     files = expand_inputs(args.inputs)
     if not files:

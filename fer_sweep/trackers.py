@@ -123,8 +123,11 @@ def plain_value(value: Any) -> Any:
 
 
 def final_metrics(result: Mapping[str, Any]) -> Dict[str, float]:
-    """The numbers of result.json a tracker logs at the end: FINAL_METRICS, and test_acc_<class> per class."""
+    """The numbers of result.json a tracker logs at the end: FINAL_METRICS, and test_acc_<class> per class;
+    never a best val accuracy of a run that trained on its val split (val_held_out false)."""
     out = {k: float(result[k]) for k in FINAL_METRICS if isinstance(result.get(k), (int, float))}
+    if result.get("val_held_out") is False:
+        out.pop("best_val_acc", None)
     for name, acc in (result.get("per_class_test_acc") or {}).items():
         out[f"test_acc_{name}"] = float(acc)
     return out
@@ -184,7 +187,9 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard.summary import hparams
 
         values = {k: plain_value(v) for k, v in flat_config(cfg).items()}
-        experiment, session_start, _ = hparams(values, {m: 0.0 for m in self.HPARAM_METRICS})
+        held_out = cfg.data.get("split", "seed") != "full"  # else no best val accuracy to compare runs by
+        metrics = [m for m in self.HPARAM_METRICS if held_out or m != "val/best_acc"]
+        experiment, session_start, _ = hparams(values, {m: 0.0 for m in metrics})
         file_writer = self.writer._get_file_writer()
         file_writer.add_summary(experiment)
         file_writer.add_summary(session_start)
@@ -386,7 +391,8 @@ class MLflowTracker(Tracker):
 
         self._metrics(final_metrics(result), int(result.get("epochs_run") or 0))
         with _quiet():
-            tags = {k: str(result[k]) for k in ("dataset", "device", "precision")
+            tags = {k: str(result[k]) for k in ("dataset", "device", "precision", "cpu_kind", "recipe", "split",
+                                                 "checkpoint", "tta", "val_held_out")
                     if result.get(k) is not None}
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             if self.settings.get("log_plots", True):

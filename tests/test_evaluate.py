@@ -176,3 +176,34 @@ def test_a_folder_without_results_csv_takes_every_job_and_says_so(sweep, mini_cs
     assert proc.returncode == 0, proc.stderr
     assert f"{sweep}: no results.csv, so every job found is taken (2)" in proc.stdout
     assert "ensemble" in proc.stdout
+
+
+def test_val_scores_of_a_checkpoint_that_trained_on_val_are_refused_unless_forced(mini_csv, tmp_path):
+    """data.split=full trains on PublicTest: --split val would score it on its own training faces."""
+    ckpt = train_tiny("cnn", tmp_path / "full", "data.split=full", "trainer.checkpoint=last")
+    proc = run_cli([str(ckpt), "--data", str(mini_csv), "--split", "val"], module="fer_sweep.evaluate")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(ckpt) in lines[0] and "data.split=full" in lines[0] and "--force" in lines[0]
+    assert proc.stdout == ""  # nothing scored
+
+    out = tmp_path / "val.json"
+    forced = run_cli([str(ckpt), "--data", str(mini_csv), "--split", "val", "--force", "-o", str(out)],
+                     module="fer_sweep.evaluate")
+    assert forced.returncode == 0, forced.stderr
+    assert "warning:" in forced.stderr and "trained on PublicTest" in forced.stderr
+    scores = scores_of(out)
+    assert scores["split"] == "PublicTest" and scores["scores"][0]["val_acc"] is None  # its val acc: not held out
+    assert run_cli([str(ckpt), "--data", str(mini_csv)], module="fer_sweep.evaluate").returncode == 0  # test: fine
+
+
+@pytest.mark.parametrize("option", ["-o", "--save-probs"])
+def test_an_unusable_destination_exits_2_before_scoring(sweep, mini_csv, tmp_path, option):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    proc = run_cli([str(sweep / "0"), "--data", str(mini_csv), option, str(blocker / "out")],
+                   module="fer_sweep.evaluate")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{blocker} is not a folder" in lines[0]
+    assert proc.stdout == ""  # refused before scoring: no score lines

@@ -82,3 +82,13 @@ def test_command_line(checkpoints, tmp_path, capsys):
     assert out.is_file() and "parity max |logit difference|" in capsys.readouterr().out
     assert export.main([str(tmp_path / "missing.pt")]) == 2
     assert "no such checkpoint file" in capsys.readouterr().err
+
+
+def test_an_unusable_output_exits_2_before_exporting(checkpoints, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setattr(export, "parity_images", lambda *a: pytest.fail("exported before the check"))
+    for output, why in [(blocker / "fer.onnx", f"{blocker} is not a folder"), (tmp_path, "is a folder")]:
+        assert export.main([str(checkpoints["cnn"]), "--output", str(output)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"error: --output {output}") and why in err

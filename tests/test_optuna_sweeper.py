@@ -453,3 +453,20 @@ def test_timeout_asks_no_new_trial_and_the_same_command_continues(tmp_path):
     proc = optuna_cli(sweep_dir, *args[:-1])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert numbers(load_study(sweep_dir)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("args, named", [
+    (["data.split=full", "trainer.checkpoint=last"], "objective=best_val_acc with data.split=full"),
+    (["experiment=fast", "hparams_search=fast_search"],  # the file's median pruner watches val_acc too
+     "objective=best_val_acc and hydra.sweeper.pruner.monitor=val_acc with data.split=full"),
+    (["data.split=choice(seed, full)", "trainer.checkpoint=last", "objective=test_acc",
+      "hydra.sweeper.pruner.name=median"], "hydra.sweeper.pruner.monitor=val_acc with data.split=full"),
+])
+def test_a_search_on_val_metrics_of_split_full_is_refused_before_any_trial(tmp_path, args, named):
+    """data.split=full trains on the val split: its val accuracy can't be an objective or a pruning monitor."""
+    sweep_dir = tmp_path / "study"
+    proc = optuna_cli(sweep_dir, LR, *args)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fer_sweep: error: ") and named in lines[0]
+    assert not sweep_dir.exists()  # no study, no trial, no folder

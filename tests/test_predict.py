@@ -282,3 +282,29 @@ def test_cli_usage_errors_exit_2(ckpt, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert predict.main([str(ckpt), str(tmp_path / "empty")]) == 2
     assert "no image files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["parent_is_a_file", "output_is_a_folder", "annotate_under_a_file"])
+def test_an_unusable_destination_exits_2_before_predicting(ckpt, sample, tmp_path, case):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    (tmp_path / "folder").mkdir()
+    args = {"parent_is_a_file": ["--output", str(blocker / "p.csv")],
+            "output_is_a_folder": ["--output", str(tmp_path / "folder")],
+            "annotate_under_a_file": ["--annotate", str(blocker / "annotated")]}[case]
+    proc = run_cli([str(ckpt), str(sample), "--no-detect", *args], module="fer_sweep.predict")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and args[1] in lines[0]
+    assert "file(s)" not in proc.stderr and proc.stdout == ""  # nothing was predicted
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_image(ckpt, sample, tmp_path, monkeypatch, capsys):
+    """A folder this user may not write to (simulated: the tests may run as root, who may write anywhere)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
+    monkeypatch.setattr(predict, "predict_files", lambda *a, **k: pytest.fail("predicted before the check"))
+    assert predict.main([str(ckpt), str(sample), "--output", str(locked / "p.csv")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --output {locked / 'p.csv'}: {locked} is not writable"

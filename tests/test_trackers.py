@@ -202,3 +202,23 @@ def test_mlflow_with_parallel_jobs_shares_one_store(tmp_path):
     assert sorted(r.data.tags["job"] for r in runs) == ["0", "1"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert all((sweep / job / "tensorboard").is_dir() for job in ("0", "1"))
+
+
+def test_a_run_that_trained_on_val_logs_no_best_val_accuracy(make_cfg, tmp_path):
+    """data.split=full: the val split is trained on, so neither tracker shows a best val accuracy to rank by."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(make_cfg(*FAST, "logger=many", "data.split=full", "trainer.checkpoint=last"))
+    run = tmp_path / "run"
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    assert "test/acc" in events.Tags()["scalars"] and "val/best_acc" not in events.Tags()["scalars"]
+    assert "val/best_acc" not in str(events.PluginTagToContent("hparams"))
+
+    client = mlflow_client(run / "mlflow.db")
+    [experiment] = experiments(client)
+    [mlflow_run] = client.search_runs([experiment.experiment_id])
+    assert "best_val_acc" not in mlflow_run.data.metrics
+    assert mlflow_run.data.metrics["test_acc"] == pytest.approx(result["test_acc"])
+    tags = mlflow_run.data.tags
+    assert (tags["split"], tags["checkpoint"], tags["val_held_out"]) == ("full", "last", "False")

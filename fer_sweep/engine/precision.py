@@ -8,8 +8,11 @@ state and BatchNorm statistics stay fp32 either way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
+import re
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -46,6 +49,58 @@ def describe_machine(device: torch.device) -> str:
         pass
     bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
     return f"{model}, {torch.get_num_threads()} threads, {bf16}"
+
+
+def cpu_kind(device: Optional[torch.device] = None) -> str:
+    """The machine kind a result was measured on, for result.json's `cpu_kind`: on a CPU its vendor and model
+    and the instruction class that decides precision (see instruction_class), e.g. "AMD EPYC 9B14
+    (avx512_bf16)"; on CUDA the GPU's name. Unlike `machine`, it tells an AMX Xeon from an avx512_bf16 EPYC."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return _this_cpu_kind()
+
+
+@functools.lru_cache(maxsize=1)
+def _this_cpu_kind() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            text = fh.read()
+    except OSError:
+        text = ""
+    return cpu_kind_from_cpuinfo(text, fallback=platform.processor() or platform.machine())
+
+
+VENDORS = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}
+_NOISE = re.compile(r"\((?:R|TM|tm)\)|\bCPU\b|@.*$|\b\d+-Core\b|\bProcessor\b")
+
+
+def cpu_kind_from_cpuinfo(text: str, fallback: str = "unknown CPU") -> str:
+    """cpu_kind from the text of /proc/cpuinfo (its first processor): "<vendor> <model> (<class>)"."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:  # a blank line ends the first processor's block
+                break
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    model = " ".join(_NOISE.sub(" ", fields.get("model name", "")).split()) or fallback
+    vendor = VENDORS.get(fields.get("vendor_id", ""), "")
+    if vendor and not model.lower().startswith(vendor.lower()):
+        model = f"{vendor} {model}"
+    return f"{model} ({instruction_class(fields.get('flags', '').split())})"
+
+
+def instruction_class(flags) -> str:
+    """What decides precision=auto on a CPU: amx (AMX tiles, bf16 fast), avx512_bf16 (bf16 fast), avx512
+    (bf16 only emulated: fp32), avx2 (fp32), else other."""
+    flags = set(flags)
+    if flags & {"amx_bf16", "amx_tile"}:
+        return "amx"
+    for flag, name in (("avx512_bf16", "avx512_bf16"), ("avx512f", "avx512"), ("avx2", "avx2")):
+        if flag in flags:
+            return name
+    return "other"
 
 
 def cpu_has_native_bf16() -> bool:

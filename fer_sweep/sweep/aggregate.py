@@ -21,9 +21,14 @@ from fer_sweep import results
 
 GROUPS = ("model", "scheduler", "optimizer", "augmentation", "data")
 LEADING = ["job", *GROUPS]
-TRAILING = ["seed", "status", "error", "best_val_acc", "test_acc", "test_loss", "train_time_s", "params",
-            "best_epoch", "epochs", "epochs_run", "dataset", "labels", "data_copy", "data_fingerprint", "precision",
-            "machine", "output_dir"]
+# what a run's numbers mean, from result.json's resolved values (typed on the command line or not)
+RECORD = ["recipe", "split", "checkpoint", "tta", "time_budget_s", "cpu_kind", "val_held_out"]
+# the overrides that set them: folded into their short columns
+RECORD_OVERRIDES = {"recipe": "recipe", "data.split": "split", "trainer.checkpoint": "checkpoint",
+                    "trainer.tta": "tta", "trainer.time_budget_s": "time_budget_s"}
+TRAILING = ["seed", "recipe", "split", "checkpoint", "tta", "time_budget_s", "status", "error", "best_val_acc",
+            "val_held_out", "test_acc", "test_loss", "train_time_s", "params", "best_epoch", "epochs", "epochs_run",
+            "dataset", "labels", "data_copy", "data_fingerprint", "precision", "machine", "cpu_kind", "output_dir"]
 RESULTS_CSV = "results.csv"
 MANIFEST_FILE = "sweep_jobs.json"
 SEEDS = ("seed", "trainer.seed")  # repeats of one configuration differ in these alone
@@ -96,9 +101,12 @@ def to_row(result: Dict[str, Any]) -> Dict[str, Any]:
         key = key.lstrip("+~")
         # trial.* is the Optuna sweeper's bookkeeping and logger.* where results are tracked: not hyper-parameters
         if key not in GROUPS and not key.startswith(("hydra", "trial.", "logger")):
-            row[key] = value
+            row[RECORD_OVERRIDES.get(key, key)] = value
     for key, value in (result.get("trial") or {}).items():
         row[f"trial_{key}" if key != "number" else "trial"] = value
+    for key in RECORD:  # the resolved value; a result.json from before these keys keeps what was typed
+        if key in result:
+            row[key] = result[key]
     for key in TRAILING:
         row.setdefault(key, result.get(key))
     return row
@@ -115,8 +123,9 @@ def results_frame(sweep_dir: Path) -> pd.DataFrame:
 
 def setting_columns(frame: pd.DataFrame) -> List[str]:
     """The columns that say which configuration a row ran: group choices, overridden parameters, the data's
-    fingerprint and the precision; not seeds, metrics, statuses, paths or trial bookkeeping."""
-    settings = [*GROUPS, "data_fingerprint", "precision"]
+    fingerprint, the recipe, split, kept checkpoint, TTA, time budget and the precision; not seeds, metrics,
+    statuses, paths, the machine kind or trial bookkeeping."""
+    settings = [*GROUPS, "recipe", "split", "checkpoint", "tta", "time_budget_s", "data_fingerprint", "precision"]
     # report's input file; the reference table's command line and job folder; the precision asked for (auto or a
     # name): the precision it resolved to is the setting, so an auto run and an fp32 run on an fp32 machine share
     # a cell

@@ -53,6 +53,7 @@ import math
 import os
 import shlex
 import socket
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -72,6 +73,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep import results
+from fer_sweep.errors import ConfigError
+from fer_sweep.app import NOT_HELD_OUT
 from fer_sweep.sweep.aggregate import SUPERSEDED, TRAILING, Manifest
 from fer_sweep.sweep.finish import Tally, finish_sweep
 from fer_sweep.sweep.launch import launch_batch
@@ -130,8 +133,6 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> optuna.Study:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         overrides = [_param_override(k, v) for k, v in self.params.items()] + list(arguments)
         distributions, fixed = create_distributions(overrides, self.hydra_context.config_loader)
         if not distributions:
@@ -139,6 +140,13 @@ class OptunaSweeper(Sweeper):
                              "'optimizer.lr=tag(log, interval(1e-4, 1e-1))'")
         self.objectives = objective_names(self.config.objective)
         self.validate()
+        try:
+            self.refuse_trained_on_val(distributions, fixed)
+        except ConfigError as exc:  # bad input: one line, exit 2, before any trial or file
+            print(f"fer_sweep: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self.url = storage_url(self.storage, sweep_dir)
         study = self.open_study(self.study_name or sweep_dir.resolve().name, distributions)
         log.info("Optuna study %r in %s, %s, n_trials=%d; search space:\n%s", study.study_name, self.url,
@@ -165,6 +173,18 @@ class OptunaSweeper(Sweeper):
             raise ValueError("Optuna cannot prune multi-objective studies: use hydra.sweeper.pruner.name=none")
         if self.sampler.get("name", "tpe") not in [*SAMPLERS, "grid"]:
             raise ValueError(f"unknown sampler {self.sampler.get('name')!r}: one of {[*SAMPLERS, 'grid']}")
+
+    def refuse_trained_on_val(self, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str]) -> None:
+        """data.split=full trains on the val split, so a study may not optimise or prune on val metrics then."""
+        if "full" not in split_values(self.config, distributions, fixed):
+            return
+        used = [f"objective={name}" for name in self.objectives if name in NOT_HELD_OUT]
+        monitor = str(self.pruner.get("monitor", ""))
+        if self.pruner["name"] != "none" and monitor.startswith("val_"):
+            used.append(f"hydra.sweeper.pruner.monitor={monitor}")
+        if used:
+            raise ConfigError(f"{' and '.join(used)} with data.split=full: that split trains on PublicTest, the val "
+                              "split, so val metrics are not held out; search with data.split=seed or official")
 
     def open_study(self, name: str, distributions: Dict[str, BaseDistribution]) -> optuna.Study:
         """Create the study or continue it, with this run's sampler; keep the pruner's recipe for the jobs."""
@@ -413,6 +433,16 @@ class TrialSeededSampler(BaseSampler):
 def _param_override(name: str, value: Any) -> str:
     """A `hydra.sweeper.params` entry as a command-line override (YAML may have made a number or list of it)."""
     return f"{name}={value if isinstance(value, (str, list)) else format_value(value)}"
+
+
+def split_values(config: DictConfig, distributions: Dict[str, BaseDistribution], fixed: Dict[str, str]
+                 ) -> List[str]:
+    """The data.split values the trials can run with: searched, fixed by an override, else the config's."""
+    if "data.split" in distributions:
+        return [str(c) for c in getattr(distributions["data.split"], "choices", ())]
+    if "data.split" in fixed:
+        return [fixed["data.split"].partition("=")[2].strip()]
+    return [str(OmegaConf.select(config, "data.split", default="seed"))]
 
 
 def objective_names(objective: Any) -> List[str]:
