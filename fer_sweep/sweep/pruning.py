@@ -46,6 +46,22 @@ class TrialPruning(Callback):
         self.pruned = False
         self.reports = len(trial.study.directions) == 1  # Optuna has no pruning for multi-objective studies
         self.heartbeat = heartbeat  # a daemon thread: stops when the trial is told, or with the process
+        self.reported: Dict[int, float] = {}  # epoch -> value, kept in last.pt (engine/resume.py)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"trial": self.trial.number, "pruned": self.pruned, "reported": dict(self.reported)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """A continued job: its own trial has the epochs reported already; a retry (another trial continuing a
+        dead trial's last.pt) reports them now, so the pruner compares it on every epoch."""
+        self.pruned = bool(state.get("pruned"))
+        self.reported = {int(k): float(v) for k, v in (state.get("reported") or {}).items()}
+        if not self.reports:
+            return
+        done = self.trial.study._storage.get_trial(self.trial._trial_id).intermediate_values
+        for epoch, value in sorted(self.reported.items()):
+            if epoch not in done:
+                self.trial.report(value, step=epoch)
 
     @classmethod
     def from_config(cls, trial_cfg: Mapping[str, Any]) -> "TrialPruning":
@@ -68,6 +84,7 @@ class TrialPruning(Callback):
         if not self.reports or not math.isfinite(value):
             return False  # a non-finite loss ends the run as 'diverged' anyway
         self.trial.report(float(value), step=epoch)
+        self.reported[epoch] = float(value)
         if self.trial.should_prune():
             log.info("trial %d pruned after epoch %d (%s %.4f)", self.trial.number, epoch, self.monitor, value)
             self.pruned = True
