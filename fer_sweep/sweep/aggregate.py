@@ -22,8 +22,8 @@ from fer_sweep import results
 GROUPS = ("model", "scheduler", "optimizer", "augmentation", "data")
 LEADING = ["job", *GROUPS]
 TRAILING = ["seed", "status", "error", "best_val_acc", "test_acc", "test_loss", "train_time_s", "params",
-            "best_epoch", "epochs", "epochs_run", "dataset", "labels", "data_copy", "data_fingerprint", "precision",
-            "machine", "output_dir"]
+            "best_epoch", "epochs", "epochs_run", "stopped_early", "restarts", "dataset", "labels", "data_copy",
+            "data_fingerprint", "precision", "machine", "output_dir"]
 RESULTS_CSV = "results.csv"
 MANIFEST_FILE = "sweep_jobs.json"
 SEEDS = ("seed", "trainer.seed")  # repeats of one configuration differ in these alone
