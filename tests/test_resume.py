@@ -330,13 +330,15 @@ def test_an_interrupted_optuna_trial_is_retried_from_its_last_checkpoint(tmp_pat
     wait_until(proc, lambda: saved_epoch(sweep / "0") == 1)
     assert stop(proc, signal.SIGINT) == 130
     said = (tmp_path / "first.log").read_text()
-    assert "Traceback" not in said and said.strip().splitlines()[-1].startswith("interrupted at epoch ")
+    k = saved_epoch(sweep / "0")
+    assert "Traceback" not in said and f"interrupted at epoch {k} of 3; run the same command to continue\n" in said
+    assert said.strip().splitlines()[-1].endswith("trial 0: interrupted; queued again, the same command continues it")
     study = optuna.load_study(study_name="study", storage=open_storage(str(sweep / JOURNAL_FILE)))
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]
 
     again = run_cli(args)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resumed at epoch {saved_epoch(sweep / '0')} of 3" in again.stdout + again.stderr
+    assert f"resumed at epoch {k} of 3" in again.stdout + again.stderr
     study = optuna.load_study(study_name="study", storage=open_storage(str(sweep / JOURNAL_FILE)))
     retry = study.get_trials()[1]
     assert retry.state.name == "COMPLETE" and retry.params == study.get_trials()[0].params
