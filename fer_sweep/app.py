@@ -452,7 +452,7 @@ def main(cfg: DictConfig) -> Any:
     if cfg.get("trial"):  # launched by the Optuna sweeper: report each epoch to the trial, stop when pruned
         from fer_sweep.sweep.pruning import TrialPruning
 
-        callbacks.append(TrialPruning.from_config(cfg.trial))
+        callbacks.append(TrialPruning.from_config(cfg.trial, job_dir=str(Path(cfg.output_dir).resolve())))
     try:
         with run_state.sigterm_interrupts():
             result = run_job(cfg, callbacks)

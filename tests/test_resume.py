@@ -319,29 +319,38 @@ def test_a_grid_sweep_killed_mid_job_continues_that_job(tmp_path, mini_csv, cach
     assert frame["epochs_run"].tolist() == [3, 3] and frame["stopped_early"].tolist() == [False, False]
 
 
-def test_an_interrupted_optuna_trial_is_retried_from_its_last_checkpoint(tmp_path, mini_csv, cache):
-    """Ctrl-C in trial 0's epoch 2: the trial is failed and queued again, and the same command runs the retry,
-    which continues trial 0's run and reports its epochs to its own trial."""
+@pytest.mark.parametrize("how", ["ctrl_c", "sigkill"])
+def test_an_interrupted_or_dead_optuna_trial_is_retried_from_its_last_checkpoint(tmp_path, mini_csv, cache, how):
+    """Trial 0 stopped in its epoch 2: by Ctrl-C (the trial is failed and queued again at once), or by SIGKILL of
+    the sweep (its heartbeat stops, the next sweep process fails it as stale and queues it again). The same
+    command runs the retry, which continues trial 0's run and reports its epochs to its own trial."""
     sweep = tmp_path / "study"
     args = ["--multirun", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=1",
             *mini_args(mini_csv, cache, "data.train_fraction=0.2", "trainer.epochs=3", "trainer.precision=fp32"),
             "optimizer.lr=tag(log, interval(1e-4, 1e-2))", f"hydra.sweep.dir={sweep}"]
+    if how == "sigkill":
+        args += ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
     proc = start(args, tmp_path / "first.log")
     wait_until(proc, lambda: saved_epoch(sweep / "0") == 1)
-    assert stop(proc, signal.SIGINT) == 130
-    said = (tmp_path / "first.log").read_text()
-    k = saved_epoch(sweep / "0")
-    assert "Traceback" not in said and f"interrupted at epoch {k} of 3; run the same command to continue\n" in said
-    assert said.strip().splitlines()[-1].endswith("trial 0: interrupted; queued again, the same command continues it")
     study = optuna.load_study(study_name="study", storage=open_storage(str(sweep / JOURNAL_FILE)))
-    assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]
+    if how == "ctrl_c":
+        assert stop(proc, signal.SIGINT) == 130
+        said = (tmp_path / "first.log").read_text()
+        k = saved_epoch(sweep / "0")
+        assert "Traceback" not in said and f"interrupted at epoch {k} of 3; run the same command to continue\n" in said
+        assert said.strip().splitlines()[-1].endswith("trial 0: interrupted; queued again, the same command continues it")
+        assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]
+    else:
+        stop(proc)
+        k = saved_epoch(sweep / "0")
+        assert [t.state.name for t in study.get_trials()] == ["RUNNING"]
 
     again = run_cli(args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed at epoch {k} of 3" in again.stdout + again.stderr
     study = optuna.load_study(study_name="study", storage=open_storage(str(sweep / JOURNAL_FILE)))
-    retry = study.get_trials()[1]
-    assert retry.state.name == "COMPLETE" and retry.params == study.get_trials()[0].params
+    failed, retry = study.get_trials()
+    assert failed.state.name == "FAIL" and retry.state.name == "COMPLETE" and retry.params == failed.params
     assert sorted(retry.intermediate_values) == [1, 2, 3]
     result = json.loads((sweep / "1" / "result.json").read_text())
     assert result["restarts"] == 1 and result["epochs_run"] == 3 and result["trial"]["retry_of"] == 0

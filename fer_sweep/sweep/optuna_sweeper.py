@@ -78,7 +78,7 @@ from fer_sweep.sweep.finish import Tally, finish_sweep
 from fer_sweep.engine.resume import LAST_FILE
 from fer_sweep.sweep.launch import launch_batch, planned_dirs
 from fer_sweep.sweep.heartbeat import Heartbeat, fail_stale_trials, grace_seconds, is_watched, retry_stale_trial
-from fer_sweep.sweep.pruning import PRUNER_ATTR, build_pruner
+from fer_sweep.sweep.pruning import JOB_DIR_ATTR, PRUNER_ATTR, build_pruner
 from fer_sweep.sweep.search_space import (create_distributions, describe, format_override, format_value,
                                           grid_values)
 from fer_sweep.sweep.storage import open_storage, storage_url
@@ -284,11 +284,15 @@ class OptunaSweeper(Sweeper):
                      f"+trial.storage={format_value(self.url)}"]
         if self.heartbeat_interval:
             overrides.append(f"+trial.heartbeat_interval={self.heartbeat_interval}")
-        retried = study._storage.get_trial(trial._trial_id).system_attrs.get("retry_history") or []
-        if retried:
-            folders = planned_dirs(self.hydra_context, self.config, [list(rerun) + overrides], retried[-1])
-            if folders and (folders[0] / LAST_FILE).is_file():
-                overrides.append(f"+trial.resume_from={format_value(str(folders[0]))}")
+        frozen = study._storage.get_trial(trial._trial_id)
+        retried = frozen.system_attrs.get("retry_history") or []
+        if retried:  # the failed trial's job folder: as its job recorded it, else where this sweep would put it
+            folder = frozen.user_attrs.get(JOB_DIR_ATTR)
+            if not folder:
+                planned = planned_dirs(self.hydra_context, self.config, [list(rerun) + overrides], retried[-1])
+                folder = str(planned[0]) if planned else None
+            if folder and (Path(folder) / LAST_FILE).is_file():
+                overrides.append(f"+trial.resume_from={format_value(str(folder))}")
         return overrides
 
     def tell(self, study: optuna.Study, trial: optuna.Trial, job_return: JobReturn) -> None:
