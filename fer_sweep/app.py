@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -26,10 +27,12 @@ from fer_sweep.data import dataset_name, load_dataset, load_splits, resolve_path
 from fer_sweep.data.batches import MEAN, STD, DeviceBatches
 from fer_sweep.data.fingerprint import data_identity, describe
 from fer_sweep.data.shift import shift_warning
-from fer_sweep.engine.budget import FINISH_S, Deadline, epochs_within, estimate_epoch, machine_kind, record_plan
-from fer_sweep.engine.callbacks import CHECKPOINT_CHOICES, BestCheckpoint, Callback, LogEpochs, ProgressBar
+from fer_sweep.engine.budget import FINISH_S, Deadline, epochs_within, estimate_epoch, record_plan
+from fer_sweep.engine import resume as run_state
+from fer_sweep.engine.callbacks import (CHECKPOINT_CHOICES, BestCheckpoint, Callback, EarlyStopping, LogEpochs,
+                                        ProgressBar)
 from fer_sweep.engine.test_curve import TestEveryEpoch
-from fer_sweep.engine.loop import evaluate, fit
+from fer_sweep.engine.loop import History, evaluate, fit
 from fer_sweep.engine.precision import cpu_kind, describe_machine, resolve_device, resolve_precision
 from fer_sweep.engine.techniques import EMA, AugmentationFinish, balanced_class_weights, check_tta
 from fer_sweep.errors import ConfigError, UserError
@@ -49,12 +52,26 @@ def config_hash(cfg: DictConfig) -> str:
     """The resume key, 'the same job': the resolved config without where its output and its parsed-data cache
     go (environment details) and the Optuna bookkeeping, plus what it resolves to on this machine now (see
     runtime_identity). The data's content is compared apart (same_data): that needs the data loaded."""
+    return key_of(resume_config(cfg))
+
+
+def resume_config(cfg: DictConfig) -> Dict[str, Any]:
+    """What config_hash hashes; last.pt keeps it to name the settings in which another run's config differs.
+    Neither trainer.resume (how to start, not what runs) nor early stopping while off (its default) enters it."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     # logger: where results are tracked, not the job; recipe: the name of what the rest of the config says
     for key in ("hydra", "output_dir", "trial", "logger", "recipe"):
         plain.pop(key, None)
     (plain.get("data") or {}).pop("cache_dir", None)
+    trainer = plain.get("trainer") or {}
+    trainer.pop("resume", None)
+    if not (trainer.get("early_stopping") or {}).get("patience"):
+        trainer.pop("early_stopping", None)
     plain["runtime"] = runtime_identity(cfg)
+    return plain
+
+
+def key_of(plain: Dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -126,30 +143,54 @@ def label_set(data_cfg: DictConfig) -> str:
     return str(data_cfg.get("labels", "fer2013"))
 
 
-def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequence[Callback] = ()) -> Dict[str, Any]:
+def train(cfg: DictConfig, output_dir: Optional[Path] = None, callbacks: Sequence[Callback] = (),
+          resume: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Train and test one model as cfg says; writes the run-folder files and returns result.json's content.
 
+    `resume`, a run state read from last.pt (engine/resume.py, found by run_job), continues that run: its
+    remaining epochs, then the test pass. Every epoch writes last.pt; the finished run removes it.
     The experiment trackers of cfg.logger (fer_sweep/trackers.py) follow the run, and their runs end with its
-    status (failed when train raises)."""
+    status (failed when train raises); a continued run continues theirs."""
     out = Path(output_dir or cfg.output_dir)
     trackers = build_trackers(cfg, out)
+    if resume is not None:
+        trackers.load_state_dict((resume.get("callbacks") or {}).get(trackers.state_key) or {})
     trackers.start(cfg)
     try:
-        result = _train(cfg, out, callbacks, trackers)
+        result = _train(cfg, out, callbacks, trackers, resume)
     except BaseException as exc:
         trackers.finish("failed" if isinstance(exc, Exception) else "killed")
         raise
     trackers.log_plan(cfg)  # a time budget's plan is known now (trainer.epochs): logged once, as it ran
     trackers.log_result(result, out / "plots")
     trackers.finish(result["status"])
+    run_state.remove_state(out)  # the run is over: best.pt, history and result are its record
     return result
 
 
-def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: Trackers) -> Dict[str, Any]:
+def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: Trackers,
+           resume: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     t = cfg.trainer
     tic = time.perf_counter()
+    progress: Dict[str, Any] = {"epoch": None}  # the last completed epoch, for an interruption's message
+    try:
+        return _train_run(cfg, out, callbacks, trackers, resume, tic, progress)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (main: run_state.sigterm_interrupts)
+        signum = exc.signum if isinstance(exc, run_state.Interrupted) else signal.SIGINT
+        raise run_state.Interrupted(signum, progress["epoch"], int(t.epochs)) from None
+
+
+def _train_run(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: Trackers,
+               resume: Optional[Dict[str, Any]], tic: float, progress: Dict[str, Any]) -> Dict[str, Any]:
+    t = cfg.trainer
+    plain_config = resume_config(cfg)
+    key = key_of(plain_config)
+    spent_before = float(resume["train_time_s"]) if resume else 0.0  # earlier attempts' train time
+    restarts = int(resume["restarts"]) + 1 if resume else 0
+    progress["epoch"] = int(resume["epoch"]) if resume else None
     keep = checkpoint_choice(cfg)
     check_held_out_objective(cfg)
+    patience = early_stopping_patience(cfg)
     check_tta(t.tta)
     if t.get("finish_fraction") and t.finish_augmentation not in AUGMENTATIONS:
         raise ConfigError(f"trainer.finish_augmentation={t.finish_augmentation!r}: not an augmentation preset; "
@@ -167,6 +208,11 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
              cfg.data.get("split", "seed"), splits.sizes(), device, precision.name)
     if dataset != "synthetic":
         log.info("data: %s", describe(splits.train))
+    identity = data_identity(splits.train)
+    if resume is not None and resume.get("data") and resume["data"] != identity:
+        raise UserError(f"{resume['path']} holds a run on other data (fingerprint "
+                        f"{resume['data'].get('data_fingerprint')} -> {identity.get('data_fingerprint')}); use "
+                        "another run folder or trainer.resume=never")
     if cfg.data.get("split") == "full":
         log.info("data: split=full trains on the val split (PublicTest) too: val accuracy is not held out, and the "
                  "run keeps its last epoch")
@@ -188,7 +234,15 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     # a time budget: the epochs that fit on this machine, and a deadline that keeps to it (engine/budget.py)
     epoch_cap = int(t.epochs)
     reserve_s = epoch_s = None
-    if t.get("time_budget_s"):
+    if resume is not None:  # a continued run keeps its plan
+        t.epochs = int(resume["planned"])
+        reserve_s = resume.get("reserve_s")
+        planned_on = ((resume.get("callbacks") or {}).get("Deadline") or {}).get("machine")
+        if reserve_s is not None and planned_on != cpu_kind(device):  # its pace says nothing here: probe again
+            _, epoch_s = fit_epochs_to_budget(cfg, model, train_set, val_set, test_set, precision, augment,
+                                              target_mode, tic, num_classes=len(class_names))
+            t.epochs = int(resume["planned"])  # the Deadline re-plans from the probe's pace as it loads its state
+    elif t.get("time_budget_s"):
         reserve_s, epoch_s = fit_epochs_to_budget(cfg, model, train_set, val_set, test_set, precision, augment,
                                                   target_mode, tic, num_classes=len(class_names))
     steps_per_epoch = train_set.num_batches(t.batch_size)
@@ -203,15 +257,19 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
     scored_model = ema.model if ema else model  # what validation, the checkpoint and the test score use
     best = BestCheckpoint(scored_model, out / results.CHECKPOINT_FILE, checkpoint_payload, keep=keep)
     run_callbacks: List[Callback] = [LogEpochs(lambda: t.epochs), ProgressBar(), best, trackers, *callbacks]
+    early = EarlyStopping(patience, float(t.early_stopping.get("min_delta") or 0.0)) if patience else None
+    if early is not None:
+        run_callbacks.append(early)
     tester = None
     if t.get("test_every_epoch"):  # benchmarks only (engine/test_curve.py); first, so the others see test_acc
         tester = TestEveryEpoch(scored_model, test_set, precision, t.tta, start=tic)
         run_callbacks.insert(0, tester)
     if reserve_s is not None:  # the deadline's clock leaves out a benchmark's test scoring, as elapsed_s does
         clock = (lambda: time.perf_counter() - tester.scoring_s) if tester else time.perf_counter
+        # the Deadline's own state carries the time earlier attempts spent (Deadline.load_state_dict)
         run_callbacks.append(Deadline(float(t.time_budget_s), tic, int(t.epochs), reserve_s, schedule,
                                       steps_per_epoch, cap=epoch_cap, clock=clock, epoch_s=epoch_s,
-                                      machine=machine_kind(device),
+                                      machine=cpu_kind(device),
                                       on_replan=lambda epochs: setattr(t, "epochs", epochs)))
     train_augment = None if augment.is_identity else augment
     if t.get("finish_fraction") and train_augment is not None:  # after the Deadline: it reads the re-planned length
@@ -226,12 +284,30 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
 
     # torch.compile pays back on accelerators; on a CPU: +4% for resnet9 in fp32, slower epochs in bf16 (README).
     trained = torch.compile(model) if t.get("compile") else model  # same parameters; checkpoints use `model`
+    start = None
+    if resume is not None:
+        run_state.restore(resume, model=model, optimizer=optimizer, schedule=schedule, ema=ema, generator=generator,
+                          callbacks=run_callbacks)
+        start = run_state.history_of(resume, History)
+        log.info("resumed at epoch %d of %d from %s", len(start.epochs), int(t.epochs), resume["path"])
+    progress["epoch"] = len(start.epochs) if start else 0
+    trial = cfg.trial.get("number") if cfg.get("trial") else None
+    saver = run_state.RunStateSaver(
+        out / run_state.LAST_FILE, key=key, config=plain_config, model=model, optimizer=optimizer,
+        schedule=schedule, ema=ema, generator=generator, callbacks=run_callbacks, planned=lambda: t.epochs,
+        train_time_s=lambda: spent_before + time.perf_counter() - tic, restarts=restarts,
+        extra={"data": identity, "trial": trial, "reserve_s": reserve_s})
+
+    def save_state(history: History) -> None:
+        saver(history)
+        progress["epoch"] = len(history.epochs)
+
     history = fit(trained, train_set, val_set, optimizer, schedule, precision, lambda: t.epochs, t.batch_size,
                   augment=train_augment, generator=generator,
                   grad_clip_value=t.grad_clip_value, grad_clip_norm=t.grad_clip_norm,
                   label_smoothing=t.label_smoothing, class_weights=class_weights, ema=ema,
                   mixup_alpha=t.mixup_alpha, cutmix_alpha=t.cutmix_alpha, num_classes=len(class_names),
-                  target_mode=target_mode, callbacks=run_callbacks)
+                  target_mode=target_mode, callbacks=run_callbacks, start=start, save_state=save_state)
     status = history.status
     if reserve_s is not None:  # the kept weights may predate the last re-plan: their config says the plan that ran
         record_plan(out / results.CHECKPOINT_FILE, int(t.epochs))
@@ -246,7 +322,8 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                               "class_names": class_names, "epochs_run": len(history.epochs),
                               "best_epoch": best.best_epoch or None,
                               "best_val_acc": best.best if best.best_epoch and val_held_out(cfg) else None,
-                              "final_val_acc": history.epochs[-1]["val_acc"] if history.epochs else None}
+                              "final_val_acc": history.epochs[-1]["val_acc"] if history.epochs else None,
+                              "stopped_early": bool(early and early.stopped), "restarts": restarts}
     if best.best_epoch:  # score the test split with the kept (best-val or last) weights
         state = torch.load(out / results.CHECKPOINT_FILE, weights_only=True)["state_dict"]
         scored_model.load_state_dict(state)
@@ -260,7 +337,7 @@ def _train(cfg: DictConfig, out: Path, callbacks: Sequence[Callback], trackers: 
                       confusion_matrix=matrix.tolist())
     else:
         result.update(test_acc=None, test_loss=None, per_class_test_acc=None)
-    result["train_time_s"] = time.perf_counter() - tic
+    result["train_time_s"] = spent_before + time.perf_counter() - tic  # the sum over attempts
     result["error"] = "loss became NaN/inf" if status == "diverged" else None
 
     results.write_history(out, history.epochs)
@@ -322,6 +399,23 @@ def fit_epochs_to_budget(cfg: DictConfig, model, train_set, val_set, test_set, p
     return estimate.test_s + FINISH_S, estimate.epoch_s
 
 
+def early_stopping_patience(cfg: DictConfig) -> Optional[int]:
+    """trainer.early_stopping.patience (null: off), checked against the split: data.split=full trains on the val
+    faces, so no val accuracy can say when to stop."""
+    settings = cfg.trainer.get("early_stopping") or {}
+    patience = settings.get("patience")
+    if patience is None:
+        return None
+    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
+        raise ConfigError(f"trainer.early_stopping.patience={patience!r}; expected null (off) or a whole number of "
+                          "epochs >= 1")
+    if cfg.data.get("split") == "full":
+        raise ConfigError("trainer.early_stopping.patience is set but data.split=full trains on PublicTest, the val "
+                          "split, so val accuracy cannot say when to stop: use another data.split or "
+                          "trainer.early_stopping.patience=null")
+    return patience
+
+
 def checkpoint_choice(cfg: DictConfig) -> str:
     """best_val or last: which epoch's weights the run keeps and tests (trainer.checkpoint), checked against the
     split: with data.split=full the val faces are trained on, so only the last epoch is an honest choice."""
@@ -368,25 +462,33 @@ def objective_value(result: Dict[str, Any], objective) -> Any:
 def run_job(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> Dict[str, Any]:
     """train() plus what a job in a sweep needs: job identity in result.json, resume, and failure records.
 
-    A job that is not skipped first replaces its folder's previous record with status `running` (and removes
-    the previous checkpoint and history), atomically, so a run killed half-way never leaves an earlier run's
-    `completed` row or weights behind, and resume runs it again."""
+    A completed job of the same config is skipped. A job whose folder holds a last.pt of its config continues
+    from it (trainer.resume=auto; engine/resume.py); a last.pt of another config is refused. A job that starts
+    afresh first replaces its folder's previous record with status `running` (and removes the previous
+    checkpoint and history), atomically, so a run killed half-way never leaves an earlier run's `completed` row
+    or weights behind, and the next attempt continues it or runs it again."""
     out = Path(cfg.output_dir)
     identity = job_identity()
     if cfg.get("trial"):  # an Optuna trial: the sweeper adds its state and value(s) after telling the study
         identity["trial"] = {"number": cfg.trial.number, "study": cfg.trial.study}
     try:
-        identity = {"config_hash": config_hash(cfg), **identity}
+        mode = run_state.resume_mode(cfg.trainer)
+        plain = resume_config(cfg)
+        identity = {"config_hash": key_of(plain), **identity}
         previous = results.read_result(out)
         if (previous and previous.get("status") == "completed"
                 and previous.get("config_hash") == identity["config_hash"] and same_data(previous, cfg)):
             log.info("%s already completed for this config: skipping (resume)", out)
             return previous
+        if mode == "auto" and cfg.get("trial") and cfg.trial.get("resume_from"):  # an Optuna retry (sweeper)
+            run_state.adopt_state(Path(cfg.trial.resume_from), out, identity["config_hash"])
+        state = run_state.find_state(out, identity["config_hash"], plain, mode)
         results.write_json(out / results.RESULT_FILE, {"status": "running", **describe_run(cfg), **identity,
                                                        "output_dir": str(out)})
-        for stale in (results.CHECKPOINT_FILE, results.HISTORY_FILE, results.PROBS_FILE):
-            (out / stale).unlink(missing_ok=True)
-        result = {**train(cfg, out, callbacks), **identity, "output_dir": str(out)}
+        if state is None:
+            for stale in (results.CHECKPOINT_FILE, results.HISTORY_FILE, results.PROBS_FILE):
+                (out / stale).unlink(missing_ok=True)
+        result = {**train(cfg, out, callbacks, resume=state), **identity, "output_dir": str(out)}
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         result = {"status": "failed", **describe_run(cfg), "error": error, **identity, "output_dir": str(out)}
@@ -416,9 +518,13 @@ def main(cfg: DictConfig) -> Any:
     if cfg.get("trial"):  # launched by the Optuna sweeper: report each epoch to the trial, stop when pruned
         from fer_sweep.sweep.pruning import TrialPruning
 
-        callbacks.append(TrialPruning.from_config(cfg.trial))
+        callbacks.append(TrialPruning.from_config(cfg.trial, job_dir=str(Path(cfg.output_dir).resolve())))
     try:
-        result = run_job(cfg, callbacks)
+        with run_state.sigterm_interrupts():
+            result = run_job(cfg, callbacks)
+    except run_state.Interrupted as exc:  # last.pt holds the last completed epoch: no traceback, 130 or 143
+        print(exc.message(), file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
     except UserError as exc:
         if not single_run() or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise  # a sweep records the job's failure; HYDRA_FULL_ERROR=1 asks for the traceback

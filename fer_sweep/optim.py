@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
 
 import torch
 from torch.optim import lr_scheduler
@@ -47,11 +47,24 @@ class Schedule:
     """Wraps a torch scheduler and knows whether it steps per batch, per epoch, or on the val loss.
 
     `retarget(total_steps)`, for schedules shaped by the run's length, re-fits the rest of the schedule to a
-    new length (a time budget that turns out shorter, engine/budget.py); the others ignore it."""
+    new length (a time budget that turns out shorter, engine/budget.py); the others ignore it. `plan` is what a
+    schedule keeps outside its torch scheduler (the cosine's re-fitted length): state_dict() holds both, so a
+    continued run (engine/resume.py) steps on exactly where it stopped."""
 
     def __init__(self, scheduler: Optional[Any] = None, per: str = "none",
-                 retarget: Optional[Callable[[int], None]] = None):
+                 retarget: Optional[Callable[[int], None]] = None, plan: Optional[Dict[str, Any]] = None):
         self.scheduler, self.per, self._retarget = scheduler, per, retarget
+        self.plan = plan if plan is not None else {}
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The torch scheduler's state (OneCycle's re-fitted phases and total steps included) and the plan."""
+        return {"scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "plan": dict(self.plan)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.plan.update(state.get("plan") or {})
 
     def set_total_steps(self, total_steps: int) -> None:
         if self._retarget is not None:
@@ -104,7 +117,7 @@ def cosine(optimizer, epochs: int, steps_per_epoch: int, warmup_epochs: float = 
         progress = min(1.0, (step - warmup) / max(1, plan["total"] - warmup))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return Schedule(lr_scheduler.LambdaLR(optimizer, factor), "batch", lambda total: plan.update(total=total))
+    return Schedule(lr_scheduler.LambdaLR(optimizer, factor), "batch", lambda total: plan.update(total=total), plan)
 
 
 @SCHEDULERS.register("step")

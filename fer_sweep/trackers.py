@@ -9,6 +9,11 @@ accuracy, the learning rate and the epoch time. Around the loop, train() (fer_sw
 `log_result(result, plots_dir)` (result.json's metrics and the plots) and
 `finish(status)` (completed, failed, diverged, pruned or killed), also when the job fails.
 
+A run continued from its last.pt (fer_sweep/engine/resume.py) continues its trackers' runs too: the tracker's
+`state_dict()` (MLflow's run id, TensorBoard's folder and last step) is in last.pt, and `load_state_dict()`
+before `start` makes MLflow reopen that run and TensorBoard write on from the next epoch (steps after the
+saved one are purged: no duplicate points).
+
 A tracker is a side channel: `Trackers` wraps every call, so a tracker that fails (disk full, server down, the
 package not installed) logs one warning and is off for the rest of the run, and training goes on.
 """
@@ -150,6 +155,11 @@ class Tracker(Callback):
     def log_plan(self, cfg: DictConfig) -> None:
         """After training: a time budget's plan (trainer.epochs), left out of start's parameters (planned_later)."""
 
+    def state_dict(self) -> Dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
     def log_result(self, result: Mapping[str, Any], plots_dir: Optional[Path]) -> None: ...
 
     def finish(self, status: str) -> None: ...
@@ -175,11 +185,22 @@ class TensorBoardTracker(Tracker):
         self.log_dir = log_dir if log_dir.is_absolute() else context.output_dir / log_dir
         self.writer = None
         self.last_epoch = 0
+        self.purge_step: Optional[int] = None  # a continued run: the first epoch it logs again
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"log_dir": str(self.log_dir), "step": self.last_epoch}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("log_dir") == str(self.log_dir):
+            self.last_epoch = int(state["step"])
+            self.purge_step = self.last_epoch + 1
 
     def start(self, cfg: DictConfig) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=self.purge_step)
+        if self.purge_step is not None:
+            return  # continued: the folder holds this run's hparams from its first start (a budget's: log_plan's)
         if not planned_later(cfg):  # else log_plan writes them: TensorBoard keeps a run's first hparams only
             self._hparams(cfg)
 
@@ -206,6 +227,7 @@ class TensorBoardTracker(Tracker):
                 tag = f"{split}/{what}" if split in ("train", "val") else key
                 self.writer.add_scalar(tag, float(metrics[key]), epoch)
         self.last_epoch = epoch
+        self.writer.flush()  # before last.pt records this epoch: a killed run loses no logged epoch
         return False
 
     def on_train_end(self, history: Any) -> None:
@@ -294,6 +316,7 @@ class MLflowTracker(Tracker):
         super().__init__(settings, context)
         self.client = None
         self.run_id: Optional[str] = None
+        self.continue_run: Optional[str] = None  # a continued run: the MLflow run it logged to
         self.db_path: Optional[Path] = None
         uri = self.settings.get("tracking_uri")
         if not uri:
@@ -338,6 +361,30 @@ class MLflowTracker(Tracker):
             self.client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
 
+    def state_dict(self) -> Dict[str, Any]:
+        return {"run_id": self.run_id, "tracking_uri": self.tracking_uri}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("run_id") and state.get("tracking_uri") == self.tracking_uri:
+            self.continue_run = str(state["run_id"])
+
+    def _reopen(self) -> bool:
+        """Continue the run of the saved run id, if the store still has it: RUNNING again, params as logged."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(self.continue_run)
+        except MlflowException:
+            log.warning("logger mlflow: run %s is not in %s any more; logging to a new run", self.continue_run,
+                        self.tracking_uri)
+            return False
+        if run.info.lifecycle_stage == "deleted":
+            return False
+        self.run_id = run.info.run_id
+        self.client.update_run(self.run_id, status="RUNNING")
+        self.client.set_tag(self.run_id, "status", "running")
+        return True
+
     def start(self, cfg: DictConfig) -> None:
         self._check_server()
         with _quiet():
@@ -351,6 +398,8 @@ class MLflowTracker(Tracker):
             with _file_lock(lock):  # the client creates a new store's tables at once
                 self.client = MlflowClient(tracking_uri=self.tracking_uri)
                 experiment_id = self._experiment_id(self.settings.get("experiment_name") or ctx.experiment)
+            if self.continue_run and self._reopen():
+                return
             tags = {"status": "running", "output_dir": str(ctx.output_dir), "model": cfg.model.name,
                     "scheduler": cfg.scheduler.name, "optimizer": cfg.optimizer.name}
             if ctx.sweep:
@@ -434,8 +483,18 @@ class Trackers(Callback):
                             "%s", tracker.name, method, error)
                 log.debug("logger %s failed", tracker.name, exc_info=True)
 
+    state_key = "trackers"
+
     def start(self, cfg: DictConfig) -> None:
         self._each("start", cfg)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {t.name: t.state_dict() for t in self.trackers if t.name not in self.failed}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for tracker in self.trackers:
+            if state.get(tracker.name):
+                tracker.load_state_dict(state[tracker.name])
 
     def on_train_start(self, num_batches: int) -> None:
         self._each("on_train_start", num_batches)

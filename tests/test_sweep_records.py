@@ -71,7 +71,7 @@ def test_a_started_job_replaces_its_previous_record_before_it_trains(make_cfg, t
     job(make_cfg, tmp_path, *SYNTHETIC)
     assert (out / results.CHECKPOINT_FILE).exists()
 
-    def killed(cfg, output_dir, callbacks):  # what a rerun sees when it starts training, then SIGKILL
+    def killed(cfg, output_dir, callbacks, resume=None):  # what a rerun sees when it starts training, then SIGKILL
         record = results.read_result(output_dir)
         assert record["status"] == "running" and record["seed"] == 1 and record["config_hash"]
         assert not (output_dir / results.CHECKPOINT_FILE).exists()

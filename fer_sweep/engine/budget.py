@@ -31,7 +31,6 @@ import contextlib
 import copy
 import logging
 import math
-import platform
 import random
 import statistics
 import time
@@ -46,7 +45,7 @@ import torch.nn as nn
 from fer_sweep.data.batches import Batches
 from fer_sweep.engine.callbacks import Callback
 from fer_sweep.engine.loop import EpochTotals, evaluate, train_batch
-from fer_sweep.engine.precision import Precision, cpu_has_native_bf16
+from fer_sweep.engine.precision import Precision
 from fer_sweep.engine.techniques import EMA, tta_views
 from fer_sweep.errors import ConfigError
 from fer_sweep.optim import Schedule
@@ -59,20 +58,6 @@ SHIFT_EPOCHS = 3
 SETTLE_EPOCHS = 10    # a plan grows only this many epochs after the previous re-plan
 
 log = logging.getLogger(__name__)
-
-
-def machine_kind(device: torch.device) -> str:
-    """The kind of machine a plan's pace was measured on: the GPU's name, or the CPU model and whether it runs
-    bf16 natively. TODO(coordinator): switch to fer_sweep.engine.precision.cpu_kind once merged."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model} ({'native bf16' if cpu_has_native_bf16() else 'no native bf16'})"
 
 
 @contextlib.contextmanager
@@ -157,7 +142,7 @@ class Deadline(Callback):
     the run's config up to date) before each epoch, so the Deadline never stops the loop itself.
 
     `epoch_s` is the probe's estimate (the pace until epochs are timed), `machine` the kind of machine the run
-    is on (machine_kind). `state_dict()` holds the plan, the epochs' times and the time the run has used, so a
+    is on (precision.cpu_kind). `state_dict()` holds the plan, the epochs' times and the time the run has used, so a
     continued run keeps its plan; one continued on another kind of machine re-plans from its new probe."""
 
     def __init__(self, budget_s: float, start: float, epochs: int, reserve_s: float, schedule: Schedule,

@@ -2,6 +2,9 @@
 
 The loop calls, in order: on_train_start(num_batches); per batch on_batch_end(step, loss); per epoch
 on_epoch_end(epoch, metrics) -> True to stop early; on_train_end(history).
+
+A callback whose state a continued run needs (engine/resume.py) defines state_dict() -> dict and
+load_state_dict(dict), and may name its entry in last.pt with `state_key` (default: its class name).
 """
 from __future__ import annotations
 
@@ -83,6 +86,12 @@ class BestCheckpoint(Callback):
         self.best = float("-inf")
         self.best_epoch = 0
 
+    def state_dict(self) -> Dict[str, Any]:  # the weights stay in best.pt
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+
     def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
         if self.keep == "last" or metrics[self.monitor] > self.best:
             self.best, self.best_epoch = metrics[self.monitor], epoch
@@ -92,3 +101,34 @@ class BestCheckpoint(Callback):
             atomic_torch_save({**self.payload(), "state_dict": state, "epoch": epoch,
                                self.monitor: float(metrics[self.monitor])}, self.path)
         return False
+
+
+class EarlyStopping(Callback):
+    """Stops the run after `patience` epochs in a row whose `monitor` (val accuracy) did not rise above the best
+    so far by more than `min_delta` (trainer.early_stopping). `stopped` says whether it did."""
+
+    def __init__(self, patience: int, min_delta: float = 0.0, monitor: str = "val_acc"):
+        if int(patience) < 1:
+            raise ValueError(f"patience={patience}: at least 1 epoch")
+        self.patience, self.min_delta, self.monitor = int(patience), float(min_delta), monitor
+        self.best = float("-inf")
+        self.wait = 0
+        self.stopped = False
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"best": self.best, "wait": self.wait, "stopped": self.stopped}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.best, self.wait, self.stopped = float(state["best"]), int(state["wait"]), bool(state["stopped"])
+
+    def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
+        value = float(metrics[self.monitor])
+        if value - self.best > self.min_delta:
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped = True
+            log.info("stopped early at epoch %d: no val improvement of %g for %d epochs", epoch, self.min_delta,
+                     self.patience)
+        return self.stopped

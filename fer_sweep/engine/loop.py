@@ -136,8 +136,14 @@ def fit(model: nn.Module, train: Batches, val: Batches, optimizer: torch.optim.O
         grad_clip_value: Optional[float] = None, grad_clip_norm: Optional[float] = None,
         label_smoothing: float = 0.0, class_weights: Optional[torch.Tensor] = None, ema: Optional[EMA] = None,
         mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, num_classes: Optional[int] = None,
-        target_mode: str = "label", callbacks: Sequence[Callback] = ()) -> History:
+        target_mode: str = "label", callbacks: Sequence[Callback] = (), start: Optional[History] = None,
+        save_state: Optional[Callable[[History], None]] = None) -> History:
     """Train for `epochs`; returns the per-epoch history. Stops with status 'diverged' on a non-finite loss.
+
+    `start`, the history of a run continued from its last.pt (engine/resume.py), goes on after its last epoch
+    (the model, optimizer, schedule and random streams are restored by the caller); a run that had stopped early
+    trains no more. `save_state(history)` runs after every epoch's callbacks, once the epoch's outcome (stopped
+    early or not) is known: it writes last.pt.
 
     `epochs` may be a callable, read before every epoch: a time budget re-plans the length while training
     (engine/budget.py), and a longer plan must train its extra epochs, not end on the first plan's count.
@@ -149,14 +155,14 @@ def fit(model: nn.Module, train: Batches, val: Batches, optimizer: torch.optim.O
     validation never uses test-time augmentation. `target_mode` says how train labels become targets (FER+ modes,
     engine/targets.py); for multi_target, train_acc counts a prediction among the acceptable classes as correct.
     """
-    history = History()
+    history = start if start is not None else History()
     steps_per_epoch = train.num_batches(batch_size)
     num_classes = num_classes or (train.labels.shape[1] if train.labels.dim() == 2 else int(train.labels.max()) + 1)
     for cb in callbacks:
         cb.on_train_start(steps_per_epoch)
     planned = epochs if callable(epochs) else (lambda: epochs)
-    step = epoch = 0
-    while epoch < planned():
+    step, epoch = len(history.batch_lr), len(history.epochs)  # one lr per optimisation step
+    while epoch < planned() and not history.stopped_early:
         epoch += 1
         model.train()
         tic = time.perf_counter()
@@ -189,6 +195,9 @@ def fit(model: nn.Module, train: Batches, val: Batches, optimizer: torch.optim.O
         stop = [cb.on_epoch_end(epoch, metrics) for cb in callbacks]  # every callback sees every epoch
         if any(stop):
             history.stopped_early = True
+        if save_state is not None:
+            save_state(history)
+        if history.stopped_early:
             break
     for cb in callbacks:
         cb.on_train_end(history)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -89,6 +89,14 @@ class AugmentationFinish(Callback):
             raise ConfigError(f"trainer.finish_fraction={fraction}: a fraction of the epochs in [0, 1)")
         self.full, self.finish, self.fraction, self.planned = augment, finish, fraction, planned
         self.current = augment
+        self.next_epoch = 1  # the epoch the current choice is for; a continued run restores it
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"next_epoch": self.next_epoch, "finishing": self.current is self.finish}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.next_epoch = int(state["next_epoch"])
+        self.current = self.finish if state["finishing"] else self.full
 
     def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return self.current(x, generator=generator)
@@ -99,13 +107,14 @@ class AugmentationFinish(Callback):
         return planned - round(self.fraction * planned) + 1
 
     def on_train_start(self, num_batches: int) -> None:
-        self._choose(next_epoch=1)
+        self._choose(next_epoch=self.next_epoch)
 
     def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
         self._choose(next_epoch=epoch + 1)
         return False
 
     def _choose(self, next_epoch: int) -> None:
+        self.next_epoch = next_epoch
         current = self.finish if next_epoch >= self.finish_starts() else self.full
         if current is not self.current:
             what = f"augmentation {self.finish.name}" if current is self.finish else \

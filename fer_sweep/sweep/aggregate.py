@@ -28,7 +28,8 @@ RECORD_OVERRIDES = {"recipe": "recipe", "data.split": "split", "trainer.checkpoi
                     "trainer.tta": "tta", "trainer.time_budget_s": "time_budget_s"}
 TRAILING = ["seed", "recipe", "split", "checkpoint", "tta", "time_budget_s", "status", "error", "best_val_acc",
             "val_held_out", "test_acc", "test_loss", "train_time_s", "params", "best_epoch", "epochs", "epochs_run",
-            "dataset", "labels", "data_copy", "data_fingerprint", "precision", "machine", "cpu_kind", "output_dir"]
+            "stopped_early", "restarts", "dataset", "labels", "data_copy", "data_fingerprint", "precision", "machine",
+            "cpu_kind", "output_dir"]
 RESULTS_CSV = "results.csv"
 MANIFEST_FILE = "sweep_jobs.json"
 SEEDS = ("seed", "trainer.seed")  # repeats of one configuration differ in these alone

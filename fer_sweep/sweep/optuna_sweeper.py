@@ -70,6 +70,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import (BaseSampler, CmaEsSampler, GPSampler, GridSampler, NSGAIISampler, QMCSampler,
                              RandomSampler, TPESampler)
 from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep import results
@@ -77,9 +78,10 @@ from fer_sweep.errors import ConfigError
 from fer_sweep.app import NOT_HELD_OUT
 from fer_sweep.sweep.aggregate import SUPERSEDED, TRAILING, Manifest
 from fer_sweep.sweep.finish import Tally, finish_sweep
-from fer_sweep.sweep.launch import launch_batch
+from fer_sweep.engine.resume import LAST_FILE
+from fer_sweep.sweep.launch import launch_batch, planned_dirs
 from fer_sweep.sweep.heartbeat import Heartbeat, fail_stale_trials, grace_seconds, is_watched, retry_stale_trial
-from fer_sweep.sweep.pruning import PRUNER_ATTR, build_pruner
+from fer_sweep.sweep.pruning import JOB_DIR_ATTR, PRUNER_ATTR, build_pruner
 from fer_sweep.sweep.search_space import (create_distributions, describe, format_override, format_value,
                                           grid_values)
 from fer_sweep.sweep.storage import open_storage, storage_url
@@ -279,24 +281,38 @@ class OptunaSweeper(Sweeper):
             rerun = fixed + [format_override(name, value) for name, value in trial.params.items()]
             trial.set_user_attr("overrides", rerun)  # best.yaml's command, and the dashboard's record
             trial.set_user_attr("host", socket.gethostname())
-            jobs.append(rerun + self.trial_overrides(study, trial))
+            jobs.append(rerun + self.trial_overrides(study, trial, rerun))
             log.info("trial %d: %s", trial.number, " ".join(rerun[len(fixed):]))
         try:
             job_returns = launch_batch(self.launcher, jobs, trials[0].number, self.manifest,
                                        self.hydra_context, self.config)
-        except BaseException:  # the launcher itself broke: no trial of this batch may stay RUNNING
+        except BaseException as exc:  # the launcher itself broke: no trial of this batch may stay RUNNING
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))  # Ctrl-C, SIGTERM (app.main)
             for trial in trials:
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                if interrupted and frozen.state == TrialState.FAIL:
+                    requeue_interrupted(study, frozen)
             raise
         for trial, job_return in zip(trials, job_returns):
             self.tell(study, trial, job_return)
 
-    def trial_overrides(self, study: optuna.Study, trial: optuna.Trial) -> List[str]:
-        """How a job reaches its trial through the storage (see fer_sweep.sweep.pruning); not in config_hash."""
+    def trial_overrides(self, study: optuna.Study, trial: optuna.Trial, rerun: Sequence[str] = ()) -> List[str]:
+        """How a job reaches its trial through the storage (see fer_sweep.sweep.pruning); not in config_hash.
+        A retry also gets the folder of the trial it retries (`+trial.resume_from`) when that folder holds a
+        last.pt: the job continues that run (fer_sweep.engine.resume)."""
         overrides = [f"+trial.number={trial.number}", f"+trial.study={format_value(study.study_name)}",
                      f"+trial.storage={format_value(self.url)}"]
         if self.heartbeat_interval:
             overrides.append(f"+trial.heartbeat_interval={self.heartbeat_interval}")
+        frozen = study._storage.get_trial(trial._trial_id)
+        retried = frozen.system_attrs.get("retry_history") or []
+        if retried:  # the failed trial's job folder: as its job recorded it, else where this sweep would put it
+            folder = frozen.user_attrs.get(JOB_DIR_ATTR)
+            if not folder:
+                planned = planned_dirs(self.hydra_context, self.config, [list(rerun) + overrides], retried[-1])
+                folder = str(planned[0]) if planned else None
+            if folder and (Path(folder) / LAST_FILE).is_file():
+                overrides.append(f"+trial.resume_from={format_value(str(folder))}")
         return overrides
 
     def tell(self, study: optuna.Study, trial: optuna.Trial, job_return: JobReturn) -> None:
@@ -513,6 +529,15 @@ def tell_study(study: optuna.Study, trial: optuna.Trial, state: TrialState, valu
         if not frozen.state.is_finished():
             raise
         return frozen
+
+
+def requeue_interrupted(study: optuna.Study, trial: FrozenTrial) -> None:
+    """A trial whose job was interrupted (Ctrl-C, SIGTERM) is no failure of its parameters: queue a retry, as a
+    stale trial's, which the same command runs next, continuing the job's last.pt (see trial_overrides)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=None)(study, trial)
+    log.warning("trial %d: interrupted; queued again, the same command continues it", trial.number)
 
 
 def retried_as(trials: Sequence[FrozenTrial], number: int) -> Optional[int]:
