@@ -25,7 +25,7 @@ TINY = ["data=synthetic", "data.n_train=140", "data.n_public=35", "data.n_privat
         "trainer.batch_size=64", "trainer.threads=1", "trainer.plots=false"]
 LOCAL_RAY = ["hydra/launcher=ray", "hydra.launcher.init.num_cpus=2"]
 # a job long enough to be killed in the middle of its training (about 10 s of epochs on one core)
-LONGER = ["data=synthetic", "data.n_train=1400", "data.n_public=70", "data.n_private=70", "trainer.epochs=3",
+LONGER = ["data=synthetic", "data.n_train=700", "data.n_public=70", "data.n_private=70", "trainer.epochs=2",
           "trainer.batch_size=64", "trainer.threads=1", "trainer.plots=false"]
 
 
@@ -90,11 +90,14 @@ def worker_of(job_dir: Path) -> Optional[int]:
 
 
 def kill_mid_training(job_dir: Path, sweep: subprocess.Popen, timeout: float = 180) -> int:
-    """SIGKILL the worker of job_dir once the job has begun training (its result.json says running)."""
+    """SIGKILL the worker of job_dir once the job has begun training (its data is loaded, its result.json
+    says running)."""
     deadline = time.monotonic() + timeout
+    log = job_dir / "app.log"
     while time.monotonic() < deadline and sweep.poll() is None:
         pid = worker_of(job_dir)
-        if pid is not None and (results.read_result(job_dir) or {}).get("status") == "running":
+        if (pid is not None and (results.read_result(job_dir) or {}).get("status") == "running"
+                and log.is_file() and "data: synthetic" in log.read_text()):
             os.kill(pid, signal.SIGKILL)
             return pid
         time.sleep(0.2)

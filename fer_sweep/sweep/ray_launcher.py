@@ -30,7 +30,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def crashed_job(sweep_config: DictConfig, overrides: Sequence[str], error: BaseE
     or Hydra's job wrapper raised): FAILED, with the job's folder in hydra.runtime.output_dir, so
     fer_sweep.sweep.launch records it (result.json, one console line)."""
     out = job_output_dir(sweep_config)
-    with open_dict(sweep_config):
+    with read_write(sweep_config.hydra.runtime):
         sweep_config.hydra.runtime.output_dir = str(out)
     return JobReturn(overrides=list(overrides), cfg=None, hydra_cfg=sweep_config, working_dir=str(out),
                      task_name=str(sweep_config.hydra.job.name), status=JobStatus.FAILED,
