@@ -6,6 +6,7 @@ itself (a ":W&B" header, then LevelDB-log records in 32 KiB blocks) and parses e
 protobuf, wandb.proto.wandb_internal_pb2.Record."""
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Dict, Iterator, List
 
@@ -39,7 +40,7 @@ def wandb_records(path: Path) -> Iterator:
             pos += block - pos % block
             continue
         length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
-        if kind == 0:  # zero padding at the end
+        if kind == 0 or pos + header + length > len(data):  # zero padding, or a record still being written
             break
         pending += data[pos + header:pos + header + length]
         pos += header + length
@@ -71,7 +72,7 @@ class OfflineRun:
                 self.history.append({**items(record.history.item), "_step": record.history.step.num})
             elif kind == "summary":
                 self.summary.update(items(record.summary.update))
-            elif kind == "exit":
+            elif kind == "exit":  # the last record: the run is whole
                 self.exit_code = record.exit.exit_code
 
 
@@ -87,13 +88,26 @@ def items(updates) -> Dict[str, object]:
     return out
 
 
-def offline_runs(folder: Path) -> List[OfflineRun]:
-    return [OfflineRun(p) for p in sorted(folder.glob("wandb/offline-run-*/run-*.wandb"))]
+def offline_runs(folder: Path, timeout: float = 60) -> List[OfflineRun]:
+    """The offline runs under folder, each read once its file is whole: wandb's writer (the wandb-core
+    process) may still be appending the last records when run.finish() has returned."""
+    runs = []
+    for path in sorted(folder.glob("wandb/offline-run-*/run-*.wandb")):
+        deadline = time.monotonic() + timeout
+        run = OfflineRun(path)
+        while run.exit_code is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            run = OfflineRun(path)
+        assert run.exit_code is not None, f"{path} has no exit record after {timeout} s"
+        runs.append(run)
+    return runs
 
 
-def test_an_offline_run_holds_config_epochs_summary_and_plots(make_cfg, tmp_path):
-    result = train(make_cfg(*FAST, "logger=wandb", "trainer.plots=true", "+tags=[baseline,ablation-3]",
-                            "logger.wandb.tags=[cpu]", "+trial.number=7", "+trial.study=lr"))
+def test_an_offline_run_holds_config_epochs_summary_and_plots(make_cfg, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="fer_sweep"):
+        result = train(make_cfg(*FAST, "logger=wandb", "trainer.plots=true", "++tags=[baseline,ablation-3]",
+                                "logger.wandb.tags=[cpu]", "+trial.number=7", "+trial.study=lr"))
+    assert not [r.getMessage() for r in caplog.records if "logger wandb failed" in r.getMessage()]
     run_dir = tmp_path / "run"
     history = pd.read_csv(run_dir / "history.csv")
     [run] = offline_runs(run_dir)  # offline, in the run folder: no account, no network
