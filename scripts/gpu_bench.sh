@@ -31,13 +31,16 @@
 #   CARRY/whl/   wheels of hydra-core, omegaconf, antlr4-python3-runtime, hydra-joblib-launcher
 #                (pip wheel --no-deps NAME==VERSION -w CARRY/whl)
 #   CARRY/pixels.xz, CARRY/labels.npz   (python -m fer_sweep.data.carry pack fer2013.csv CARRY)
-# A dry run on any machine (CPU, the shared mini file; tiny and slow, for the plumbing only):
-#   CSV=$PWD/../shared/data/fer2013_mini.csv.gz EPOCHS=2 SEED_EPOCHS=1 JOBS="1 2" COMPILES=false \
-#     W=/tmp/gpu_bench_dry OUT=/tmp/gpu_bench_dry_out EXTRA="data.train_fraction=0.2" bash scripts/gpu_bench.sh
+# A dry run on any machine (CPU, the shared mini file, narrow resnet9, Ray told of one GPU it does not have;
+# for the plumbing only, ~4 min on 2 cores):
+#   CSV=$PWD/../shared/data/fer2013_mini.csv.gz EPOCHS=2 JOBS="1 2" COMPILES=false MODELS=resnet9 \
+#     STAGES="solo concurrency" EXTRA="data.train_fraction=0.05 model.base_width=4" \
+#     RAY_EXTRA=hydra.launcher.init.num_gpus=1 W=/tmp/gpu_bench_dry OUT=/tmp/gpu_bench_dry_out bash scripts/gpu_bench.sh
 set -uo pipefail
 STAGES=${STAGES:-"solo concurrency seed_table"}
 CARRY=${CARRY:-.gpu}; OUT=${OUT:-/tmp/out}; W=${W:-/tmp/gpu_bench}; CSV=${CSV:-$W/fer2013.csv}
 EPOCHS=${EPOCHS:-4}; SEED_EPOCHS=${SEED_EPOCHS:-30}; JOBS=${JOBS:-"1 2 4 8"}; COMPILES=${COMPILES:-"false true"}
+MODELS=${MODELS:-"resnet9 resnet9_wide"}; RAY_EXTRA=${RAY_EXTRA:-}
 CORES=$(nproc)
 mkdir -p "$W" "$OUT"
 if ls "$CARRY"/whl/*.whl > /dev/null 2>&1; then
@@ -60,7 +63,7 @@ START=$(date +%s)
 stage() { case " $STAGES " in *" $1 "*) echo "== $1 ($(( $(date +%s) - START )) s in)"; return 0;; esac; return 1; }
 
 if stage solo; then
-  for MODEL in resnet9 resnet9_wide; do
+  for MODEL in $MODELS; do
     for COMPILE in $COMPILES; do
       timeout 300 python3 -m fer_sweep $RUN model=$MODEL trainer.compile=$COMPILE \
         hydra.run.dir=$W/solo/${MODEL}_compile_$COMPILE > $W/solo_${MODEL}_$COMPILE.log 2>&1 \
@@ -80,7 +83,8 @@ if stage concurrency; then
       SHARE=$(python3 -c "print(1 / $N)"); CPUS=$(( CORES / N > 0 ? CORES / N : 1 ))
       timeout 300 python3 -m fer_sweep --multirun $RUN model=resnet9 "seed=range(0,$N)" trainer.threads=$CPUS \
         hydra/launcher=ray_gpu hydra.launcher.num_gpus=$SHARE hydra.launcher.num_cpus=$CPUS \
-        hydra.launcher.init.num_cpus=$CORES hydra.sweep.dir=$W/ray/$N > $W/ray_$N.log 2>&1 || tail -5 $W/ray_$N.log
+        hydra.launcher.init.num_cpus=$CORES $RAY_EXTRA hydra.sweep.dir=$W/ray/$N > $W/ray_$N.log 2>&1 \
+        || tail -5 $W/ray_$N.log
     done
   else
     echo "Ray is not installed on this machine: the Ray half of the concurrency stage was skipped" | tee $W/ray_skipped.txt

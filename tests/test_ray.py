@@ -1,6 +1,7 @@
 """`hydra/launcher=ray` (fer_sweep/sweep/ray_launcher.py) on a real local Ray: the CLI in a subprocess starts
 Ray for its sweep (2 CPUs, no dashboard) and stops it when it exits. Ray's start alone takes 10-20 s on a
-busy 2-core machine, so one sweep runs in the default suite and the rest are marked slow."""
+busy 2-core machine, so one sweep (and the check that fails before any job) runs in the default suite, the
+rest are marked slow."""
 import os
 import signal
 import subprocess
@@ -71,6 +72,16 @@ def test_grid_sweep_on_a_local_ray_records_the_failed_job_and_completes_the_othe
     assert frame["optimizer.lr"].tolist() == [0.001, -1, 0.002] and "Invalid learning rate" in frame["error"][1]
     assert (frame["best_val_acc"].notna() == [True, False, True]).all()
     assert (tmp_path / "report.md").exists()
+
+
+def test_a_job_asking_for_more_than_the_local_ray_has_is_an_error_not_a_wait(tmp_path):
+    proc = run_cli(["--multirun", *LOCAL_RAY, "hydra.launcher.init.num_gpus=0", "hydra.launcher.num_gpus=1", *TINY,
+                    f"hydra.sweep.dir={tmp_path}"], timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "fer_sweep: error: hydra.launcher.num_gpus=1 per job, but the local Ray has 0 GPUs "
+        "(hydra.launcher.init.num_gpus, CUDA_VISIBLE_DEVICES); no job could start")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "0").exists()
 
 
 # --- a worker killed in the middle of a job ------------------------------------------------------------------

@@ -37,13 +37,19 @@ log = logging.getLogger(__name__)
 MISSING_RAY = "hydra/launcher=ray needs Ray, which is not installed: pip install 'fer_sweep[ray]'"
 
 
+def _user_error(message: str) -> SystemExit:
+    """A bad setting or a missing package: one line on stderr, exit status 2, no traceback (Hydra lets a
+    SystemExit through)."""
+    print(f"fer_sweep: error: {message}", file=sys.stderr, flush=True)
+    return SystemExit(2)
+
+
 def _import_ray() -> Any:
-    """Ray, or the one-line error that names the extra to install (exit 2, no traceback)."""
+    """Ray, or the one-line error that names the extra to install."""
     try:
         import ray
     except ImportError:
-        print(f"fer_sweep: error: {MISSING_RAY}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        raise _user_error(MISSING_RAY) from None
     return ray
 
 
@@ -138,6 +144,20 @@ class RayLauncher(Launcher):
             ray.init(**kwargs)
         return ray
 
+    def check_fits(self, ray: Any) -> None:
+        """A local Ray has what this machine has, and a job asking for more CPUs or GPUs than that would wait
+        forever (Ray only logs, every half minute, that no node fits it): say so at once. A cluster is not
+        checked: its autoscaler may add the nodes."""
+        if self.address or os.environ.get("RAY_ADDRESS"):
+            return
+        total = ray.cluster_resources()
+        for option, resource, where in (("num_cpus", "CPU", "hydra.launcher.init.num_cpus"),
+                                         ("num_gpus", "GPU", "hydra.launcher.init.num_gpus, CUDA_VISIBLE_DEVICES")):
+            want, have = float(self.options.get(option) or 0), float(total.get(resource, 0))
+            if want > have:
+                raise _user_error(f"hydra.launcher.{option}={want:g} per job, but the local Ray has {have:g} "
+                                  f"{resource}s ({where}); no job could start")
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         setup_globals()
@@ -145,6 +165,7 @@ class RayLauncher(Launcher):
         sweep_dir = Path(os.path.abspath(str(self.config.hydra.sweep.dir)))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         ray = self.start_ray()
+        self.check_fits(ray)
         log.info("Ray is launching %d jobs (per job: %s), sweep output dir: %s", len(job_overrides),
                  ", ".join(f"{k}={v}" for k, v in self.options.items()), sweep_dir)
 
