@@ -401,7 +401,10 @@ class WandbTracker(Tracker):
         return list(dict.fromkeys(t[:self.MAX_TAG] for t in tags if t))
 
     def start(self, cfg: DictConfig) -> None:
-        import wandb
+        try:
+            import wandb
+        except ImportError:
+            raise ImportError("wandb is not installed: pip install 'fer_sweep[trackers]'") from None
 
         ctx = self.context
         config = job_config(cfg)

@@ -123,7 +123,8 @@ for history in sorted(root.glob("**/history.csv")):
                  "compile": "compile_true" in run.name, "jobs_at_once": int(parts[1]) if len(parts) > 2 and
                  parts[0] in ("joblib", "ray") else 1, "status": result.get("status"), "epochs": len(times),
                  "epoch1_s": round(times[0], 2), "epoch_s": round(steady, 2),
-                 "images_per_s": round(train / steady) if train else None, "test_acc": result.get("test_acc"),
+                 "images_per_s": round(train / steady) if train else None,
+                 "test_acc": round(result["test_acc"], 4) if result.get("test_acc") is not None else None,
                  "precision": result.get("precision"), "overrides": overrides, "device": device})
 frame = pd.DataFrame(rows)
 

@@ -2,6 +2,7 @@
 Ray for its sweep (2 CPUs, no dashboard) and stops it when it exits. Ray's start alone takes 10-20 s on a
 busy 2-core machine, so one sweep (and the check that fails before any job) runs in the default suite, the
 rest are marked slow."""
+import importlib.util
 import os
 import signal
 import subprocess
@@ -20,7 +21,8 @@ from fer_sweep.app import CONFIG_DIR
 from fer_sweep.sweep.storage import open_storage
 from tests.conftest import ROOT, run_cli
 
-ray = pytest.importorskip("ray", reason="Ray is an extra: pip install 'fer_sweep[ray]'")
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="Ray is an extra: pip install 'fer_sweep[ray]'")
 
 TINY = ["data=synthetic", "data.n_train=140", "data.n_public=35", "data.n_private=35", "trainer.epochs=1",
         "trainer.batch_size=64", "trainer.threads=1", "trainer.plots=false"]
@@ -56,6 +58,7 @@ def test_without_ray_installed_the_sweep_says_which_extra_to_install(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@needs_ray
 def test_grid_sweep_on_a_local_ray_records_the_failed_job_and_completes_the_others(tmp_path):
     # 0.5 GPU a job on a Ray told it has one GPU: two jobs share it (no GPU here: the jobs train on the CPU,
     # but Ray schedules them only against the declared GPU, so a lost option would leave them waiting)
@@ -74,6 +77,7 @@ def test_grid_sweep_on_a_local_ray_records_the_failed_job_and_completes_the_othe
     assert (tmp_path / "report.md").exists()
 
 
+@needs_ray
 def test_a_job_asking_for_more_than_the_local_ray_has_is_an_error_not_a_wait(tmp_path):
     proc = run_cli(["--multirun", *LOCAL_RAY, "hydra.launcher.init.num_gpus=0", "hydra.launcher.num_gpus=1", *TINY,
                     f"hydra.sweep.dir={tmp_path}"], timeout=120)
@@ -133,6 +137,7 @@ def finish(sweep: subprocess.Popen, timeout: float = 300) -> int:
             sweep.wait()
 
 
+@needs_ray
 @pytest.mark.slow
 def test_a_killed_workers_job_is_run_again_by_ray(tmp_path):
     sweep_dir = tmp_path / "sweep"
@@ -151,6 +156,7 @@ def test_a_killed_workers_job_is_run_again_by_ray(tmp_path):
     assert (sweep_dir / "1" / "app.log").read_text().count("data: synthetic") == 1
 
 
+@needs_ray
 @pytest.mark.slow
 def test_a_job_whose_worker_dies_past_its_retries_fails_alone_and_a_rerun_resumes(tmp_path):
     sweep_dir = tmp_path / "sweep"
@@ -175,6 +181,7 @@ def test_a_job_whose_worker_dies_past_its_retries_fails_alone_and_a_rerun_resume
     assert pd.read_csv(sweep_dir / "results.csv")["status"].tolist() == ["completed", "completed"]
 
 
+@needs_ray
 @pytest.mark.slow
 def test_optuna_sweep_on_a_local_ray_reports_epochs_to_its_trials(tmp_path):
     proc = run_cli(["--multirun", *LOCAL_RAY, "hydra/sweeper=optuna", *TINY, "trainer.epochs=2",

@@ -4,8 +4,10 @@ its run-<id>.wandb file; one group per sweep; a W&B that fails never fails train
 wandb (>= 0.2x) keeps no Python reader of its offline files, so `wandb_records` reads the file's framing
 itself (a ":W&B" header, then LevelDB-log records in 32 KiB blocks) and parses each record with wandb's own
 protobuf, wandb.proto.wandb_internal_pb2.Record."""
+import importlib.util
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List
@@ -16,7 +18,8 @@ import pytest
 from fer_sweep.app import train
 from tests.conftest import FAST, run_cli
 
-pytest.importorskip("wandb")
+needs_wandb = pytest.mark.skipif(importlib.util.find_spec("wandb") is None,
+                                 reason="wandb is an extra: pip install 'fer_sweep[trackers]'")
 
 QUIET = {"WANDB_SILENT": "true"}  # W&B's own banner lines, in the subprocess sweeps
 
@@ -103,6 +106,7 @@ def offline_runs(folder: Path, timeout: float = 60) -> List[OfflineRun]:
     return runs
 
 
+@needs_wandb
 def test_an_offline_run_holds_config_epochs_summary_and_plots(make_cfg, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="fer_sweep"):
         result = train(make_cfg(*FAST, "logger=wandb", "trainer.plots=true", "++tags=[baseline,ablation-3]",
@@ -135,6 +139,7 @@ def test_an_offline_run_holds_config_epochs_summary_and_plots(make_cfg, tmp_path
     assert run.exit_code == 0
 
 
+@needs_wandb
 def test_a_sweep_is_one_group_and_a_failed_job_a_failed_run(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli(["--multirun", *FAST, "logger=wandb", "trainer.plots=false", "optimizer.lr=0.001,-1",
@@ -153,6 +158,7 @@ def test_a_sweep_is_one_group_and_a_failed_job_a_failed_run(tmp_path):
     assert "test_acc" in runs[0].summary and "test_acc" not in runs[1].summary
 
 
+@needs_wandb
 def test_wandb_that_cannot_start_warns_once_and_the_run_completes(make_cfg, tmp_path, caplog, monkeypatch):
     # online without an account (no API key, no netrc): W&B refuses to start; nothing reaches the network
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -171,3 +177,12 @@ def test_a_wandb_mode_it_does_not_know_is_a_config_error(make_cfg):
 
     with pytest.raises(ConfigError, match="logger.wandb.mode='onlien': expected one of offline, online, disabled"):
         train(make_cfg(*FAST, "logger=wandb", "logger.wandb.mode=onlien"))
+
+
+def test_without_wandb_installed_the_warning_names_the_extra(make_cfg, caplog, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # what `import wandb` meets where it is not installed
+    with caplog.at_level(logging.WARNING, logger="fer_sweep"):
+        result = train(make_cfg(*FAST, "logger=wandb", "trainer.plots=false"))
+    assert result["status"] == "completed"
+    [said] = [r.getMessage() for r in caplog.records if "logger wandb failed" in r.getMessage()]
+    assert said.endswith("ImportError: wandb is not installed: pip install 'fer_sweep[trackers]'")
