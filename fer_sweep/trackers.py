@@ -1,4 +1,4 @@
-"""Experiment trackers, chosen by the `logger` config group: TensorBoard event files and MLflow runs.
+"""Experiment trackers, chosen by the `logger` config group: TensorBoard event files, MLflow runs and W&B runs.
 
     python -m fer_sweep logger=tensorboard                  # <run dir>/tensorboard/
     python -m fer_sweep --multirun logger=mlflow model=cnn,resnet9   # one MLflow experiment for the sweep
@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from fer_sweep.engine.callbacks import Callback
-from fer_sweep.errors import UnknownNameError
+from fer_sweep.errors import ConfigError, UnknownNameError
 
 log = logging.getLogger("fer_sweep")
 
@@ -459,7 +459,85 @@ class MLflowTracker(Tracker):
             self.client.set_terminated(self.run_id, self.STATUS.get(status, "FAILED"))
 
 
-TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MLflowTracker}
+class WandbTracker(Tracker):
+    """One W&B run per job, offline by default: <sweep or run folder>/wandb/offline-run-*/ holds it, no account
+    or network needed (`wandb sync <that folder>` uploads it later); `mode: online` logs to the server at once.
+    Runs of a sweep share a group (the sweep folder, as given), named job-N (job-N-trial-M for Optuna).
+    Config: the resolved config (without hydra, trial and logger) plus job, trial and output_dir. Metrics per
+    epoch, step = epoch, under TensorBoard's names (train/loss, val/acc, lr, ...); the plots as images at the
+    last epoch. Summary: result.json's metrics (test_acc, test_loss, best_val_acc, test_acc_<class>, ...),
+    dataset, device, precision and status. Tags: cfg.tags and the tracker's own. The run ends with exit code 0
+    when the job completed or was pruned, 1 otherwise (W&B shows it as failed)."""
+    name = "wandb"
+    MODES = ("offline", "online", "disabled")
+    MAX_TAG = 64  # W&B's limit on a tag
+    MAX_GROUP = 128
+
+    def __init__(self, settings: Mapping[str, Any], context: RunContext):
+        super().__init__(settings, context)
+        mode = str(self.settings.get("mode") or "offline")
+        if mode not in self.MODES:
+            raise ConfigError(f"logger.wandb.mode={mode!r}: expected one of {', '.join(self.MODES)}")
+        self.mode = mode
+        folder = Path(self.settings.get("dir") or context.root)
+        self.dir = folder if folder.is_absolute() else Path.cwd() / folder
+        self.run = None
+        self.last_epoch = 0
+
+    def tags(self, cfg: DictConfig) -> List[str]:
+        tags = [str(t) for t in (cfg.get("tags") or [])] + [str(t) for t in (self.settings.get("tags") or [])]
+        return list(dict.fromkeys(t[:self.MAX_TAG] for t in tags if t))
+
+    def start(self, cfg: DictConfig) -> None:
+        try:
+            import wandb
+        except ImportError:
+            raise ImportError("wandb is not installed: pip install 'fer_sweep[trackers]'") from None
+
+        ctx = self.context
+        config = job_config(cfg)
+        config.update({k: v for k, v in (("job", ctx.job), ("trial", ctx.trial)) if v is not None})
+        config["output_dir"] = str(ctx.output_dir)
+        group = self.settings.get("group") or (str(ctx.root)[-self.MAX_GROUP:] if ctx.sweep else None)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        run_settings = {"console": str(self.settings.get("console") or "off"),
+                        **(self.settings.get("settings") or {})}
+        self.run = wandb.init(mode=self.mode, project=self.settings.get("project") or "fer_sweep",
+                              entity=self.settings.get("entity"), dir=str(self.dir), group=group,
+                              name=self.settings.get("name") or ctx.run_name,
+                              job_type=self.settings.get("job_type") or "train", config=config,
+                              tags=self.tags(cfg), reinit="create_new", settings=wandb.Settings(**run_settings))
+
+    def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
+        values = {}
+        for key in EPOCH_METRICS:
+            if key in metrics:
+                split, _, what = key.partition("_")
+                values[f"{split}/{what}" if split in ("train", "val") else key] = float(metrics[key])
+        self.run.log(values, step=epoch)
+        self.last_epoch = epoch
+        return False
+
+    def log_result(self, result: Mapping[str, Any], plots_dir: Optional[Path]) -> None:
+        import wandb
+
+        summary: Dict[str, Any] = dict(final_metrics(result))
+        summary.update({k: str(result[k]) for k in ("dataset", "device", "precision") if result.get(k) is not None})
+        self.run.summary.update(summary)
+        if self.settings.get("log_plots", True):
+            images = {f"plots/{png.stem}": wandb.Image(str(png)) for png in plot_files(plots_dir)}
+            if images:
+                self.run.log(images, step=max(self.last_epoch, int(result.get("epochs_run") or 0)))
+
+    def finish(self, status: str) -> None:
+        if self.run is None:
+            return
+        run, self.run = self.run, None
+        run.summary["status"] = status
+        run.finish(exit_code=0 if status in ("completed", "pruned") else 1)
+
+
+TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MLflowTracker, "wandb": WandbTracker}
 
 
 class Trackers(Callback):

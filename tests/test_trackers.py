@@ -178,8 +178,8 @@ def test_a_tracker_failing_mid_run_warns_once_then_is_skipped_but_still_ends_its
 
 
 def test_an_unknown_logger_fails_at_once_with_the_known_ones(make_cfg):
-    with pytest.raises(ValueError, match="unknown logger 'wandb'; known loggers: mlflow, tensorboard"):
-        train(make_cfg(*FAST, "+logger.wandb.project=x"))
+    with pytest.raises(ValueError, match="unknown logger 'aim'; known loggers: mlflow, tensorboard, wandb"):
+        train(make_cfg(*FAST, "+logger.aim.repo=x"))
 
 
 def test_logger_none_is_the_default_and_does_not_change_the_resume_key(make_cfg):
