@@ -104,8 +104,9 @@ def to_row(result: Dict[str, Any]) -> Dict[str, Any]:
     return row
 
 
-def results_frame(sweep_dir: Path) -> pd.DataFrame:
-    rows = [to_row(r) for r in find_results(sweep_dir)]
+def results_frame(sweep_dir: Path, found: Optional[List[Dict[str, Any]]] = None) -> pd.DataFrame:
+    """The sweep's rows as a DataFrame; `found`: its results when already read (find_results)."""
+    rows = [to_row(r) for r in (find_results(sweep_dir) if found is None else found)]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=LEADING + TRAILING)
@@ -126,16 +127,18 @@ def setting_columns(frame: pd.DataFrame) -> List[str]:
     return [c for c in (*settings, *overrides) if c in frame.columns and c not in SEEDS]
 
 
-def write_results_csv(sweep_dir: Path) -> Optional[Path]:
-    """Rewrite <sweep_dir>/results.csv from the jobs' result files; returns its path (None if no jobs yet and
-    no manifest: then there is no sweep to describe)."""
+def write_results_csv(sweep_dir: Path, found: Optional[List[Dict[str, Any]]] = None) -> Optional[Path]:
+    """Rewrite <sweep_dir>/results.csv from the jobs' result files (`found`: when already read); returns its path
+    (None if no jobs yet and no manifest: then there is no sweep to describe). After each job of a sweep, only that
+    job's row is updated (fer_sweep.sweep.results_csv.update), with the same text as this full rebuild."""
+    from fer_sweep.sweep import results_csv
+
     sweep_dir = Path(sweep_dir)
-    frame = results_frame(sweep_dir)
-    if frame.empty and read_manifest(sweep_dir) is None:
+    found = find_results(sweep_dir) if found is None else found
+    if not found and read_manifest(sweep_dir) is None:
         return None
-    path = sweep_dir / RESULTS_CSV
-    results.atomic_write_text(path, frame.to_csv(index=False))
-    return path
+    results_csv.rebuild(sweep_dir, found)
+    return sweep_dir / RESULTS_CSV
 
 
 def status_counts(frame: pd.DataFrame) -> Dict[str, int]:

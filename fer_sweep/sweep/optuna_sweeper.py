@@ -72,7 +72,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep import results
-from fer_sweep.sweep.aggregate import SUPERSEDED, TRAILING, Manifest
+from fer_sweep.sweep import progress, results_csv
+from fer_sweep.sweep.aggregate import RESULTS_CSV, SUPERSEDED, TRAILING, Manifest, write_results_csv
 from fer_sweep.sweep.finish import Tally, finish_sweep
 from fer_sweep.sweep.launch import launch_batch
 from fer_sweep.sweep.heartbeat import Heartbeat, fail_stale_trials, grace_seconds, is_watched, retry_stale_trial
@@ -145,6 +146,8 @@ class OptunaSweeper(Sweeper):
                  "/".join(self.directions), self.n_trials, describe(distributions, fixed))
 
         self.manifest = Manifest(sweep_dir, study_dirs(sweep_dir, study))
+        write_results_csv(sweep_dir)  # this study's rows in this folder; then each trial's row as it ends
+        progress.start(sweep_dir, self.trial_budget(distributions), results_csv.read_rows(sweep_dir / RESULTS_CSV))
         stopped = self.run_trials(study, distributions, list(fixed.values()))
         if stopped:
             log.warning("Optuna sweep stopped early: %s", stopped)
@@ -307,7 +310,10 @@ class OptunaSweeper(Sweeper):
             if fix:
                 log.warning("trial %d: %s (no heartbeat for %.0fs: stalled?)", trial.number, fix["error"],
                             self.grace_period or 0)
-            results.write_json(out / results.RESULT_FILE, {**result, "trial": record, **fix})
+            result = {**result, "trial": record, **fix}
+            results.write_json(out / results.RESULT_FILE, result)
+            if self.manifest is not None:  # the row of results.csv gets the trial's columns too
+                results_csv.update(self.manifest.sweep_dir, result)
 
     def finish(self, sweep_dir: Path, study: optuna.Study) -> None:
         """results.csv, report.md and the summary line; then the exit rule (fer_sweep.sweep.finish), judged on
