@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fer_sweep import results
 from fer_sweep.sweep import progress, results_csv
@@ -27,7 +27,8 @@ class AggregateResults(Callback):
         if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
             return
         sweep_dir = Path(config.hydra.sweep.dir)
-        result = results.read_result(Path(config.hydra.runtime.output_dir))
+        out = OmegaConf.select(config, "hydra.runtime.output_dir", default=None)
+        result = results.read_result(Path(out)) if out else None
         if result is None:  # failed before it wrote a record: the sweeper writes one after the launch
             return
         rows = results_csv.update(sweep_dir, result)
