@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fer_sweep import results
+from fer_sweep import results, tags
 from fer_sweep.augment import AUGMENTATIONS, build_augmentation
 from fer_sweep.data import dataset_name, load_dataset, load_splits, resolve_path
 from fer_sweep.data.batches import MEAN, STD, DeviceBatches
@@ -50,7 +50,7 @@ def config_hash(cfg: DictConfig) -> str:
     go (environment details) and the Optuna bookkeeping, plus what it resolves to on this machine now (see
     runtime_identity). The data's content is compared apart (same_data): that needs the data loaded."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("hydra", "output_dir", "trial", "logger"):  # logger: where results are tracked, not the job
+    for key in ("hydra", "output_dir", "trial", "logger", "tags"):  # logger, tags: where results go, not the job
         plain.pop(key, None)
     (plain.get("data") or {}).pop("cache_dir", None)
     plain["runtime"] = runtime_identity(cfg)
@@ -91,7 +91,7 @@ def describe_run(cfg: DictConfig) -> Dict[str, Any]:
             "labels": label_set(cfg.data),
             "augmentation": cfg.augmentation.name, "epochs": cfg.trainer.epochs, "lr": cfg.optimizer.lr,
             "batch_size": cfg.trainer.batch_size, "weight_decay": cfg.trainer.weight_decay,
-            "seed": cfg.trainer.seed}
+            "seed": cfg.trainer.seed, "tags": tags.from_config(cfg)}
 
 
 def label_set(data_cfg: DictConfig) -> str:

@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from fer_sweep import tags as run_tags  # the run's labels (MLflow's own run tags are `tags` below)
 from fer_sweep.engine.callbacks import Callback
 from fer_sweep.errors import UnknownNameError
 
@@ -161,11 +162,15 @@ class TensorBoardTracker(Tracker):
 
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
         values = {k: plain_value(v) for k, v in flat_config(cfg).items()}
+        labels = run_tags.from_config(cfg)
+        values["tags"] = run_tags.joined(labels) or ""  # one text field the HPARAMS tab can filter on
         experiment, session_start, _ = hparams(values, {m: 0.0 for m in self.HPARAM_METRICS})
         file_writer = self.writer._get_file_writer()
         file_writer.add_summary(experiment)
         file_writer.add_summary(session_start)
         self.writer.add_text("config", "```\n" + config_yaml(cfg) + "```")
+        if labels:
+            self.writer.add_text("tags", ", ".join(labels))
 
     def on_epoch_end(self, epoch: int, metrics: Dict[str, float]) -> bool:
         for key in EPOCH_METRICS:
@@ -250,8 +255,8 @@ class MLflowTracker(Tracker):
     store by default (<sweep or run folder>/mlflow.db, artifacts in mlartifacts/ beside it) or at
     `tracking_uri`.
     Params: the flattened config. Metrics: per epoch (step = epoch), then result.json's. Tags: job, trial,
-    status. Artifacts: plots/*.png, history.csv, config.yaml. The run ends FINISHED (completed), KILLED
-    (pruned) or FAILED (failed, diverged)."""
+    status, and the run's tags (`tags`: a;b, and `tag.<name>`: true for each). Artifacts: plots/*.png,
+    history.csv, config.yaml. The run ends FINISHED (completed), KILLED (pruned) or FAILED (failed, diverged)."""
     name = "mlflow"
     STATUS = {"completed": "FINISHED", "failed": "FAILED", "diverged": "FAILED", "pruned": "KILLED",
               "killed": "KILLED"}
@@ -327,6 +332,9 @@ class MLflowTracker(Tracker):
                 tags["job"] = str(ctx.job)
             if ctx.trial is not None:
                 tags["trial"] = str(ctx.trial)
+            labels = run_tags.from_config(cfg)  # the run's tags: one `tags` tag, and tag.<name> for each
+            if labels:
+                tags.update({"tags": run_tags.joined(labels), **{f"tag.{t}": "true" for t in labels}})
             tags.update({str(k): str(v) for k, v in (self.settings.get("tags") or {}).items()})
             run_name = self.settings.get("run_name") or ctx.run_name
             run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)

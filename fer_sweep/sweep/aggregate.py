@@ -17,13 +17,13 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import pandas as pd
 
-from fer_sweep import results
+from fer_sweep import results, tags
 
 GROUPS = ("model", "scheduler", "optimizer", "augmentation", "data")
 LEADING = ["job", *GROUPS]
 TRAILING = ["seed", "status", "error", "best_val_acc", "test_acc", "test_loss", "train_time_s", "params",
             "best_epoch", "epochs", "epochs_run", "dataset", "labels", "data_copy", "data_fingerprint", "precision",
-            "machine", "output_dir"]
+            "machine", "tags", "output_dir"]
 RESULTS_CSV = "results.csv"
 MANIFEST_FILE = "sweep_jobs.json"
 SEEDS = ("seed", "trainer.seed")  # repeats of one configuration differ in these alone
@@ -95,8 +95,9 @@ def to_row(result: Dict[str, Any]) -> Dict[str, Any]:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
         # trial.* is the Optuna sweeper's bookkeeping and logger.* where results are tracked: not hyper-parameters
-        if key not in GROUPS and not key.startswith(("hydra", "trial.", "logger")):
+        if key not in GROUPS and key != "tags" and not key.startswith(("hydra", "trial.", "logger")):
             row[key] = value
+    row["tags"] = tags.joined(result.get("tags"))  # a list in result.json: one sortable, filterable cell
     for key, value in (result.get("trial") or {}).items():
         row[f"trial_{key}" if key != "number" else "trial"] = value
     for key in TRAILING:
