@@ -29,6 +29,7 @@ from fer_sweep.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from fer_sweep.data.batches import MEAN, STD
 from fer_sweep.engine.loop import predict_logits
 from fer_sweep.engine.precision import PRECISIONS, Precision, resolve_device, resolve_precision
+from fer_sweep.extras import MissingExtra, require
 from fer_sweep.faces import MARGIN, DetectorUnavailable, Face, NoFaceFound, faces_in, read_gray
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -327,6 +328,12 @@ def output_format(args: argparse.Namespace) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    if args.detect:  # before loading anything: detection needs OpenCV, an extra (--no-detect does not)
+        try:
+            require("cv2", "predict (face detection)")
+        except MissingExtra as exc:
+            print(f"fer_sweep: error: {exc}", file=sys.stderr)
+            return 2
     try:
         predictor = Predictor.from_paths([args.checkpoint, *args.ensemble], args.device, args.precision,
                                          args.tta)

@@ -8,8 +8,9 @@ accuracy, the learning rate and the epoch time. Around the loop, train() (fer_sw
 (the resolved config as parameters), `log_result(result, plots_dir)` (result.json's metrics and the plots) and
 `finish(status)` (completed, failed, diverged, pruned or killed), also when the job fails.
 
-A tracker is a side channel: `Trackers` wraps every call, so a tracker that fails (disk full, server down, the
-package not installed) logs one warning and is off for the rest of the run, and training goes on.
+A tracker is a side channel: `Trackers` wraps every call, so a tracker that fails (disk full, server down) logs
+one warning and is off for the rest of the run, and training goes on. A tracker whose package is not installed
+stops the run before it trains, with one line naming the extra to install (fer_sweep/extras.py).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from fer_sweep import tags as run_tags  # the run's labels (MLflow's own run tags are `tags` below)
 from fer_sweep.engine.callbacks import Callback
 from fer_sweep.errors import UnknownNameError
+from fer_sweep.extras import require
 
 log = logging.getLogger("fer_sweep")
 
@@ -380,6 +382,7 @@ class MLflowTracker(Tracker):
 
 
 TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MLflowTracker}
+TRACKER_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # what each needs (the `trackers` extra)
 
 
 class Trackers(Callback):
@@ -450,6 +453,9 @@ def build_trackers(cfg: DictConfig, output_dir: Path) -> Trackers:
     chosen = {name: s for name, s in settings.items() if s is not None}
     if not chosen:
         return Trackers()
+    for name in chosen:  # a tracker whose package is not installed: one line naming the extra, before training
+        if name in TRACKER_MODULES:
+            require(TRACKER_MODULES[name], f"logger={name}")
     context = run_context(cfg, output_dir)
     return Trackers([TRACKERS[name](OmegaConf.to_container(s, resolve=True), context)
                      for name, s in chosen.items()])

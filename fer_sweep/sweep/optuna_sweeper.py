@@ -53,6 +53,7 @@ import math
 import os
 import shlex
 import socket
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -72,6 +73,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from fer_sweep import results
+from fer_sweep.extras import MissingExtra
 from fer_sweep.sweep import progress, results_csv
 from fer_sweep.sweep.aggregate import RESULTS_CSV, SUPERSEDED, TRAILING, Manifest, write_results_csv
 from fer_sweep.sweep.finish import Tally, finish_sweep
@@ -141,7 +143,11 @@ class OptunaSweeper(Sweeper):
         self.objectives = objective_names(self.config.objective)
         self.validate()
         self.url = storage_url(self.storage, sweep_dir)
-        study = self.open_study(self.study_name or sweep_dir.resolve().name, distributions)
+        try:
+            study = self.open_study(self.study_name or sweep_dir.resolve().name, distributions)
+        except MissingExtra as exc:  # one line, exit 2 (Hydra lets SystemExit through without a traceback)
+            print(f"fer_sweep: error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         log.info("Optuna study %r in %s, %s, n_trials=%d; search space:\n%s", study.study_name, self.url,
                  "/".join(self.directions), self.n_trials, describe(distributions, fixed))
 
