@@ -31,5 +31,4 @@ class AggregateResults(Callback):
         result = results.read_result(Path(out)) if out else None
         if result is None:  # failed before it wrote a record: the sweeper writes one after the launch
             return
-        rows = results_csv.update(sweep_dir, result)
-        progress.report(sweep_dir, rows)
+        progress.report(sweep_dir, results_csv.update(sweep_dir, result))

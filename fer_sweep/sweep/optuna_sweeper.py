@@ -153,7 +153,8 @@ class OptunaSweeper(Sweeper):
 
         self.manifest = Manifest(sweep_dir, study_dirs(sweep_dir, study))
         write_results_csv(sweep_dir)  # this study's rows in this folder; then each trial's row as it ends
-        progress.start(sweep_dir, self.trial_budget(distributions), results_csv.read_rows(sweep_dir / RESULTS_CSV))
+        progress.start(sweep_dir, self.trial_budget(distributions),
+                       [row.get("status", "") for row in results_csv.read_rows(sweep_dir / RESULTS_CSV) or []])
         stopped = self.run_trials(study, distributions, list(fixed.values()))
         if stopped:
             log.warning("Optuna sweep stopped early: %s", stopped)

@@ -20,9 +20,9 @@ PROGRESS_FILE = "sweep_progress.json"
 DONE = results.STATUSES  # finished: completed, failed, diverged, pruned (superseded trials count nowhere)
 
 
-def start(sweep_dir: Path, total: int, rows: Optional[Sequence[Mapping[str, str]]] = None) -> None:
-    """Record the sweep's size and start; `rows`: results.csv's rows at the start (done before this command)."""
-    done = sum(row.get("status") in DONE for row in rows or ())
+def start(sweep_dir: Path, total: int, statuses: Sequence[str] = ()) -> None:
+    """Record the sweep's size and start; `statuses`: results.csv's at the start (jobs done before this command)."""
+    done = sum(status in DONE for status in statuses)
     results.write_json(Path(sweep_dir) / PROGRESS_FILE, {"total": int(total), "done_before": done,
                                                           "started": time.time()})
 
@@ -46,16 +46,16 @@ def duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
-def report(sweep_dir: Path, rows: Sequence[Mapping[str, str]]) -> Optional[str]:
-    """Print the progress line for these results.csv rows (nothing without sweep_progress.json); returns it."""
+def report(sweep_dir: Path, statuses: Sequence[str]) -> Optional[str]:
+    """Print the progress line for results.csv's statuses (nothing without sweep_progress.json); returns it."""
     try:
         state = json.loads((Path(sweep_dir) / PROGRESS_FILE).read_text())
     except (OSError, ValueError):
         return None
     counts = {s: 0 for s in DONE}
-    for row in rows:
-        if row.get("status") in counts:
-            counts[row["status"]] += 1
+    for status in statuses:
+        if status in counts:
+            counts[status] += 1
     total = max(int(state["total"]), sum(counts.values()))
     finished_now = sum(counts.values()) - int(state.get("done_before", 0))
     left = None
