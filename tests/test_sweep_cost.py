@@ -97,3 +97,18 @@ def test_a_bad_choice_in_a_later_job_still_stops_the_sweep_before_any_job(tmp_pa
     assert proc.returncode != 0
     assert "nosuchaugmentation" in proc.stderr
     assert not list(sweep.glob("*/result.json"))
+
+
+def test_the_bench_measures_the_overhead_of_real_sweeps(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_cli(["--sweep-overhead", "--sizes", "2,3", "--aggregate-jobs", "40", "--output", str(out)],
+                   module="fer_sweep.bench")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert [s["jobs"] for s in res["sweeps"]] == [2, 3]
+    for sweep in res["sweeps"]:
+        assert sweep["compose_calls"] == sweep["jobs"] + 1  # one check of `seed=...`, then one per job
+        assert sweep["timers"]["aggregation"]["calls"] == sweep["jobs"]
+        assert 0 < sweep["overhead_sweep_s"] < sweep["wall_s"]
+    assert res["aggregation"]["jobs"] == 40 and 0 < res["aggregation"]["update_median_s"] < 1
+    assert "overhead per job in the sweep at 3 jobs vs 2" in proc.stdout
