@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fer_sweep import results
+from fer_sweep import results, tags
 from fer_sweep.augment import AUGMENTATIONS, build_augmentation
 from fer_sweep.data import dataset_name, load_dataset, load_splits, resolve_path
 from fer_sweep.data.batches import MEAN, STD, DeviceBatches
@@ -59,8 +59,9 @@ def resume_config(cfg: DictConfig) -> Dict[str, Any]:
     """What config_hash hashes; last.pt keeps it to name the settings in which another run's config differs.
     Neither trainer.resume (how to start, not what runs) nor early stopping while off (its default) enters it."""
     plain = OmegaConf.to_container(cfg, resolve=True)
-    # logger: where results are tracked, not the job; recipe: the name of what the rest of the config says
-    for key in ("hydra", "output_dir", "trial", "logger", "recipe"):
+    # logger, tags: where results are tracked and labels to find them, not the job; recipe: the name of what the
+    # rest of the config says
+    for key in ("hydra", "output_dir", "trial", "logger", "recipe", "tags"):
         plain.pop(key, None)
     (plain.get("data") or {}).pop("cache_dir", None)
     trainer = plain.get("trainer") or {}
@@ -109,7 +110,7 @@ def describe_run(cfg: DictConfig) -> Dict[str, Any]:
             "labels": label_set(cfg.data),
             "augmentation": cfg.augmentation.name, "epochs": cfg.trainer.epochs, "lr": cfg.optimizer.lr,
             "batch_size": cfg.trainer.batch_size, "weight_decay": cfg.trainer.weight_decay,
-            "seed": cfg.trainer.seed, **run_settings(cfg)}
+            "seed": cfg.trainer.seed, "tags": tags.from_config(cfg), **run_settings(cfg)}
 
 
 def run_settings(cfg: DictConfig) -> Dict[str, Any]:

@@ -30,6 +30,7 @@ from fer_sweep.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from fer_sweep.data.errors import DataError
 from fer_sweep.destination import check_file
 from fer_sweep.errors import UserError
+from fer_sweep.extras import MissingExtra, require
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")
@@ -49,7 +50,8 @@ class ParityError(Exception):
 # ------------------------------------------------------------------------------------------ writing
 def write_onnx(loaded: LoadedModel, path: Path) -> None:
     """ONNX with a dynamic batch axis, input 'images' and output 'logits', metadata in metadata_props."""
-    import onnx
+    onnx = require("onnx", "export --format onnx")
+    require("onnxscript", "export --format onnx")  # torch.onnx's exporter
 
     example = torch.zeros(2, 1, 48, 48)
     try:
@@ -98,7 +100,7 @@ WRITERS = {"onnx": write_onnx, "torchscript": write_torchscript}
 def runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
     """A function running the exported file on normalised float32 (N, 1, 48, 48) -> logits."""
     if fmt == "onnx":
-        import onnxruntime as ort
+        ort = require("onnxruntime", "export --format onnx (its parity check)")
 
         ort_session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         name = ort_session.get_inputs()[0].name
@@ -150,6 +152,9 @@ def max_logit_difference(loaded: LoadedModel, run: Callable[[np.ndarray], np.nda
 def export(checkpoint: Path, fmt: str, output: Path, check_data: Optional[Path] = None,
            tolerance: float = TOLERANCE) -> float:
     """Export, check parity, then move into place; returns the measured max logit difference."""
+    if fmt == "onnx":  # all three before any work
+        for module in ("onnx", "onnxscript", "onnxruntime"):
+            require(module, "export --format onnx")
     loaded = load_checkpoint(checkpoint)
     images, source = parity_images(check_data)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +197,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     except (CheckpointError, DataError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MissingExtra as exc:
+        print(f"fer_sweep: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {output} ({args.format}); parity max |logit difference| {diff:.3g} <= {args.tolerance:g}")
     return 0

@@ -95,9 +95,10 @@ def detector_problem() -> Optional[str]:
 def _cv2():
     """cv2, imported under the lock: its first import puts a half-built module in sys.modules, so a decoding
     thread importing it meanwhile got a cv2 without `cv2.data` and reported the cascade missing (#16)."""
+    from fer_sweep.extras import require
+
     with _lock:
-        import cv2
-    return cv2
+        return require("cv2", "predict (face detection)")
 
 
 def _cascade():

@@ -31,6 +31,7 @@ from fer_sweep.destination import check_file, check_folder
 from fer_sweep.engine.loop import predict_logits
 from fer_sweep.engine.precision import PRECISIONS, Precision, resolve_device, resolve_precision
 from fer_sweep.errors import UserError
+from fer_sweep.extras import MissingExtra, require
 from fer_sweep.faces import MARGIN, DetectorUnavailable, Face, NoFaceFound, faces_in, read_gray
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -329,6 +330,12 @@ def output_format(args: argparse.Namespace) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    if args.detect:  # before loading anything: detection needs OpenCV, an extra (--no-detect does not)
+        try:
+            require("cv2", "predict (face detection)")
+        except MissingExtra as exc:
+            print(f"fer_sweep: error: {exc}", file=sys.stderr)
+            return 2
     try:
         if args.output:  # before any work: a bad destination fails now, not after the last image
             check_file(args.output, "--output")

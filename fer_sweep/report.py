@@ -3,6 +3,7 @@
     python -m fer_sweep.report multirun/2026-11-28/10-00-00 [more folders or results.csv files]
     python -m fer_sweep.report SWEEP --metric best_val_acc --rows model --cols optimizer --format csv
     python -m fer_sweep.report SWEEP --filter optimizer.lr=0.001 --filter trainer.batch_size=64
+    python -m fer_sweep.report SWEEP --filter tags=baseline          # the runs tagged baseline (tags=[...])
     python -m fer_sweep.report --storage sqlite:///study.db --study NAME   # rebuild from an Optuna storage
 
 A cell averages only repeats of one configuration - runs that differ in their seed alone - as mean ± std (n).
@@ -22,6 +23,7 @@ from typing import List, Optional, Sequence
 
 import pandas as pd
 
+from fer_sweep.tags import has_tag
 from fer_sweep.sweep.aggregate import RESULTS_CSV, results_frame
 from fer_sweep.sweep.tables import pivot, save_chart, split_note, summarize, to_markdown
 
@@ -43,14 +45,16 @@ def load_results(paths: Sequence[str]) -> pd.DataFrame:
 
 
 def apply_filters(frame: pd.DataFrame, filters: Sequence[str]) -> pd.DataFrame:
-    """Keep the rows whose column KEY equals VALUE for every 'KEY=VALUE' (numbers compare as numbers)."""
+    """Keep the rows whose column KEY equals VALUE for every 'KEY=VALUE' (numbers compare as numbers);
+    tags=VALUE keeps the rows that carry the tag VALUE among theirs."""
     for item in filters:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--filter {item!r}: expected KEY=VALUE, e.g. optimizer.lr=0.001")
         if key not in frame.columns:
             raise KeyError(f"--filter {item!r}: no column {key!r}; columns are {list(frame.columns)}")
-        frame = frame[frame[key].map(lambda v: _equals(v, value))]
+        match = (lambda v: has_tag(v, value)) if key == "tags" else (lambda v: _equals(v, value))
+        frame = frame[frame[key].map(match)]
     return frame
 
 

@@ -14,8 +14,9 @@ A run continued from its last.pt (fer_sweep/engine/resume.py) continues its trac
 before `start` makes MLflow reopen that run and TensorBoard write on from the next epoch (steps after the
 saved one are purged: no duplicate points).
 
-A tracker is a side channel: `Trackers` wraps every call, so a tracker that fails (disk full, server down, the
-package not installed) logs one warning and is off for the rest of the run, and training goes on.
+A tracker is a side channel: `Trackers` wraps every call, so a tracker that fails (disk full, server down) logs
+one warning and is off for the rest of the run, and training goes on. A tracker whose package is not installed
+stops the run before it trains, with one line naming the extra to install (fer_sweep/extras.py).
 """
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from fer_sweep import tags as run_tags  # the run's labels (MLflow's own run tags are `tags` below)
 from fer_sweep.engine.callbacks import Callback
 from fer_sweep.errors import ConfigError, UnknownNameError
+from fer_sweep.extras import require
 
 log = logging.getLogger("fer_sweep")
 
@@ -208,6 +211,8 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard.summary import hparams
 
         values = {k: plain_value(v) for k, v in flat_config(cfg).items()}
+        labels = run_tags.from_config(cfg)
+        values["tags"] = run_tags.joined(labels) or ""  # one text field the HPARAMS tab can filter on
         held_out = cfg.data.get("split", "seed") != "full"  # else no best val accuracy to compare runs by
         metrics = [m for m in self.HPARAM_METRICS if held_out or m != "val/best_acc"]
         experiment, session_start, _ = hparams(values, {m: 0.0 for m in metrics})
@@ -215,6 +220,8 @@ class TensorBoardTracker(Tracker):
         file_writer.add_summary(experiment)
         file_writer.add_summary(session_start)
         self.writer.add_text("config", "```\n" + config_yaml(cfg) + "```")
+        if labels:
+            self.writer.add_text("tags", ", ".join(labels))
 
     def log_plan(self, cfg: DictConfig) -> None:
         if planned_later(cfg):
@@ -304,8 +311,8 @@ class MLflowTracker(Tracker):
     store by default (<sweep or run folder>/mlflow.db, artifacts in mlartifacts/ beside it) or at
     `tracking_uri`.
     Params: the flattened config. Metrics: per epoch (step = epoch), then result.json's. Tags: job, trial,
-    status. Artifacts: plots/*.png, history.csv, config.yaml. The run ends FINISHED (completed), KILLED
-    (pruned) or FAILED (failed, diverged)."""
+    status, and the run's tags (`tags`: a;b, and `tag.<name>`: true for each). Artifacts: plots/*.png,
+    history.csv, config.yaml. The run ends FINISHED (completed), KILLED (pruned) or FAILED (failed, diverged)."""
     name = "mlflow"
     STATUS = {"completed": "FINISHED", "failed": "FAILED", "diverged": "FAILED", "pruned": "KILLED",
               "killed": "KILLED"}
@@ -408,6 +415,9 @@ class MLflowTracker(Tracker):
                 tags["job"] = str(ctx.job)
             if ctx.trial is not None:
                 tags["trial"] = str(ctx.trial)
+            labels = run_tags.from_config(cfg)  # the run's tags: one `tags` tag, and tag.<name> for each
+            if labels:
+                tags.update({"tags": run_tags.joined(labels), **{f"tag.{t}": "true" for t in labels}})
             tags.update({str(k): str(v) for k, v in (self.settings.get("tags") or {}).items()})
             run_name = self.settings.get("run_name") or ctx.run_name
             run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
@@ -538,6 +548,7 @@ class WandbTracker(Tracker):
 
 
 TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MLflowTracker, "wandb": WandbTracker}
+TRACKER_MODULES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # the `trackers` extra
 
 
 class Trackers(Callback):
@@ -621,6 +632,9 @@ def build_trackers(cfg: DictConfig, output_dir: Path) -> Trackers:
     chosen = {name: s for name, s in settings.items() if s is not None}
     if not chosen:
         return Trackers()
+    for name in chosen:  # a tracker whose package is not installed: one line naming the extra, before training
+        if name in TRACKER_MODULES:
+            require(TRACKER_MODULES[name], f"logger={name}")
     context = run_context(cfg, output_dir)
     return Trackers([TRACKERS[name](OmegaConf.to_container(s, resolve=True), context)
                      for name, s in chosen.items()])

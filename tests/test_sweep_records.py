@@ -114,6 +114,7 @@ def test_the_callback_honours_the_manifest_and_old_folders_report_whole(tmp_path
         cfg = compose("config", overrides=[f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.runtime.output_dir = str(tmp_path / "1")  # job 1 just ended; no results.csv yet: rebuilt first
     saved = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(cfg)
     try:

@@ -60,7 +60,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     mode.add_argument("--article", default=ARTICLE, help=f"the article's recipe (default: {ARTICLE!r})")
     mode.add_argument("--set", nargs="*", default=[], metavar="OVERRIDE",
                       help="overrides for both recipes, e.g. trainer.epochs=30")
+    sweep = ap.add_argument_group("sweep overhead (a mode of its own: real sweeps of tiny jobs, see "
+                                  "fer_sweep/bench/sweep_overhead.py)")
+    sweep.add_argument("--sweep-overhead", action="store_true",
+                       help="the sweep framework's cost per job at each sweep size, and of aggregating results")
+    sweep.add_argument("--sizes", default="10,100,1000", help="jobs per sweep, comma-separated (default 10,100,1000)")
+    sweep.add_argument("--aggregate-jobs", type=int, default=5000, metavar="N",
+                       help="jobs in the synthetic folder where aggregation is timed (default 5000; 0: skip)")
     args = ap.parse_args(argv)
+    try:
+        args.sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+    except ValueError:
+        ap.error(f"--sizes {args.sizes}: job counts separated by commas, e.g. 10,100")
+    if args.sweep_overhead and (not args.sizes or min(args.sizes) < 2 or args.aggregate_jobs < 0):
+        ap.error("--sizes: at least 2 jobs a sweep; --aggregate-jobs: 0 or more")
     if args.csv and args.folder:
         ap.error("give --csv or --folder, not both")
     if args.time_to is not None and not 0 < args.time_to <= 1:
@@ -100,6 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         if p is not None and not p.exists():
             raise SystemExit(f"{p}: no such file or folder")
 
+    if args.sweep_overhead:
+        return sweep_overhead_mode(args, say, {k: res[k] for k in ("command", "machine")})
     if args.time_to is not None:
         return time_to_mode(args, csv, folder, say, {k: res[k] for k in ("command", "machine")})
 
@@ -179,3 +194,12 @@ def time_to_mode(args: argparse.Namespace, csv: Optional[Path], folder: Optional
     with tempfile.TemporaryDirectory(prefix="fer_bench_") as tmp:
         res = {**about, **bench_time_to(args.time_to, Path(tmp), common, args.ours, args.article, log=say)}
     return finish(res, format_time_to(res), args.output, say)
+
+
+def sweep_overhead_mode(args: argparse.Namespace, say, about: Dict[str, Any]) -> Dict[str, Any]:
+    """--sweep-overhead: real sweeps of tiny jobs at each size, then aggregation in a big synthetic folder."""
+    from fer_sweep.bench.sweep_overhead import bench_sweep_overhead, format_sweep_overhead
+
+    with tempfile.TemporaryDirectory(prefix="fer_bench_sweeps_") as tmp:
+        res = {**about, **bench_sweep_overhead(args.sizes, args.aggregate_jobs, Path(tmp), log=say)}
+    return finish(res, format_sweep_overhead(res), args.output, say)

@@ -43,10 +43,11 @@ class LogEpochs(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch on a terminal; silent when stderr is not a TTY (logs, sweeps, CI)."""
+    """A tqdm bar per epoch on a terminal; silent when stderr is not a TTY (logs, CI) and in a multirun's jobs
+    (a sweep prints one progress line per job instead: fer_sweep/sweep/progress.py)."""
 
     def __init__(self, enabled: Optional[bool] = None):
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.enabled = sys.stderr.isatty() and not in_multirun() if enabled is None else enabled
         self.bar = None
         self.num_batches = 0
 
@@ -67,6 +68,14 @@ class ProgressBar(Callback):
             self.bar.close()
             self.bar = None
         return False
+
+
+def in_multirun() -> bool:
+    """Whether this runs as a job of a Hydra multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 CHECKPOINT_CHOICES = ("best_val", "last")  # trainer.checkpoint: which epoch's weights a run keeps

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import pandas as pd
 
-from fer_sweep import results
+from fer_sweep import results, tags
 
 GROUPS = ("model", "scheduler", "optimizer", "augmentation", "data")
 LEADING = ["job", *GROUPS]
@@ -29,7 +29,7 @@ RECORD_OVERRIDES = {"recipe": "recipe", "data.split": "split", "trainer.checkpoi
 TRAILING = ["seed", "recipe", "split", "checkpoint", "tta", "time_budget_s", "status", "error", "best_val_acc",
             "val_held_out", "test_acc", "test_loss", "train_time_s", "params", "best_epoch", "epochs", "epochs_run",
             "stopped_early", "restarts", "dataset", "labels", "data_copy", "data_fingerprint", "precision", "machine",
-            "cpu_kind", "output_dir"]
+            "cpu_kind", "tags", "output_dir"]
 RESULTS_CSV = "results.csv"
 MANIFEST_FILE = "sweep_jobs.json"
 SEEDS = ("seed", "trainer.seed")  # repeats of one configuration differ in these alone
@@ -101,8 +101,9 @@ def to_row(result: Dict[str, Any]) -> Dict[str, Any]:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
         # trial.* is the Optuna sweeper's bookkeeping and logger.* where results are tracked: not hyper-parameters
-        if key not in GROUPS and not key.startswith(("hydra", "trial.", "logger")):
+        if key not in GROUPS and key != "tags" and not key.startswith(("hydra", "trial.", "logger")):
             row[RECORD_OVERRIDES.get(key, key)] = value
+    row["tags"] = tags.joined(result.get("tags"))  # a list in result.json: one sortable, filterable cell
     for key, value in (result.get("trial") or {}).items():
         row[f"trial_{key}" if key != "number" else "trial"] = value
     for key in RECORD:  # the resolved value; a result.json from before these keys keeps what was typed
@@ -113,8 +114,9 @@ def to_row(result: Dict[str, Any]) -> Dict[str, Any]:
     return row
 
 
-def results_frame(sweep_dir: Path) -> pd.DataFrame:
-    rows = [to_row(r) for r in find_results(sweep_dir)]
+def results_frame(sweep_dir: Path, found: Optional[List[Dict[str, Any]]] = None) -> pd.DataFrame:
+    """The sweep's rows as a DataFrame; `found`: its results when already read (find_results)."""
+    rows = [to_row(r) for r in (find_results(sweep_dir) if found is None else found)]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=LEADING + TRAILING)
@@ -136,16 +138,18 @@ def setting_columns(frame: pd.DataFrame) -> List[str]:
     return [c for c in (*settings, *overrides) if c in frame.columns and c not in SEEDS]
 
 
-def write_results_csv(sweep_dir: Path) -> Optional[Path]:
-    """Rewrite <sweep_dir>/results.csv from the jobs' result files; returns its path (None if no jobs yet and
-    no manifest: then there is no sweep to describe)."""
+def write_results_csv(sweep_dir: Path, found: Optional[List[Dict[str, Any]]] = None) -> Optional[Path]:
+    """Rewrite <sweep_dir>/results.csv from the jobs' result files (`found`: when already read); returns its path
+    (None if no jobs yet and no manifest: then there is no sweep to describe). After each job of a sweep, only that
+    job's row is updated (fer_sweep.sweep.results_csv.update), with the same text as this full rebuild."""
+    from fer_sweep.sweep import results_csv
+
     sweep_dir = Path(sweep_dir)
-    frame = results_frame(sweep_dir)
-    if frame.empty and read_manifest(sweep_dir) is None:
+    found = find_results(sweep_dir) if found is None else found
+    if not found and read_manifest(sweep_dir) is None:
         return None
-    path = sweep_dir / RESULTS_CSV
-    results.atomic_write_text(path, frame.to_csv(index=False))
-    return path
+    results_csv.rebuild(sweep_dir, found)
+    return sweep_dir / RESULTS_CSV
 
 
 def status_counts(frame: pd.DataFrame) -> Dict[str, int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, NamedTuple, Optional
 
 from fer_sweep import results
-from fer_sweep.sweep.aggregate import SUPERSEDED, results_frame, status_counts, write_results_csv
+from fer_sweep.sweep.aggregate import SUPERSEDED, find_results, results_frame, status_counts, write_results_csv
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,9 @@ def finish_sweep(sweep_dir: Path, title: str = "Sweep report", max_failure_rate:
     from fer_sweep.sweep.tables import pruning_note, report_markdown
 
     sweep_dir = Path(sweep_dir)
-    write_results_csv(sweep_dir)
-    frame = results_frame(sweep_dir)
+    found = find_results(sweep_dir)  # read once: results.csv's full rebuild and the report share it
+    write_results_csv(sweep_dir, found)
+    frame = results_frame(sweep_dir, found)
     results.atomic_write_text(sweep_dir / "report.md", report_markdown(frame, title=f"{title}: {sweep_dir}"))
     counts = status_counts(frame) if not frame.empty else {}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no jobs"

@@ -76,7 +76,9 @@ from optuna.trial import FrozenTrial, TrialState
 from fer_sweep import results
 from fer_sweep.errors import ConfigError
 from fer_sweep.app import NOT_HELD_OUT
-from fer_sweep.sweep.aggregate import SUPERSEDED, TRAILING, Manifest
+from fer_sweep.extras import MissingExtra
+from fer_sweep.sweep import progress, results_csv
+from fer_sweep.sweep.aggregate import RESULTS_CSV, SUPERSEDED, TRAILING, Manifest, write_results_csv
 from fer_sweep.sweep.finish import Tally, finish_sweep
 from fer_sweep.engine.resume import LAST_FILE
 from fer_sweep.sweep.launch import launch_batch, planned_dirs
@@ -150,11 +152,18 @@ class OptunaSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         self.url = storage_url(self.storage, sweep_dir)
-        study = self.open_study(self.study_name or sweep_dir.resolve().name, distributions)
+        try:
+            study = self.open_study(self.study_name or sweep_dir.resolve().name, distributions)
+        except MissingExtra as exc:  # one line, exit 2 (Hydra lets SystemExit through without a traceback)
+            print(f"fer_sweep: error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         log.info("Optuna study %r in %s, %s, n_trials=%d; search space:\n%s", study.study_name, self.url,
                  "/".join(self.directions), self.n_trials, describe(distributions, fixed))
 
         self.manifest = Manifest(sweep_dir, study_dirs(sweep_dir, study))
+        write_results_csv(sweep_dir)  # this study's rows in this folder; then each trial's row as it ends
+        progress.start(sweep_dir, self.trial_budget(distributions),
+                       [row.get("status", "") for row in results_csv.read_rows(sweep_dir / RESULTS_CSV) or []])
         stopped = self.run_trials(study, distributions, list(fixed.values()))
         if stopped:
             log.warning("Optuna sweep stopped early: %s", stopped)
@@ -343,7 +352,10 @@ class OptunaSweeper(Sweeper):
             if fix:
                 log.warning("trial %d: %s (no heartbeat for %.0fs: stalled?)", trial.number, fix["error"],
                             self.grace_period or 0)
-            results.write_json(out / results.RESULT_FILE, {**result, "trial": record, **fix})
+            result = {**result, "trial": record, **fix}
+            results.write_json(out / results.RESULT_FILE, result)
+            if self.manifest is not None:  # the row of results.csv gets the trial's columns too
+                results_csv.update(self.manifest.sweep_dir, result)
 
     def finish(self, sweep_dir: Path, study: optuna.Study) -> None:
         """results.csv, report.md and the summary line; then the exit rule (fer_sweep.sweep.finish), judged on

@@ -28,6 +28,8 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.exc import SQLAlchemyError
 
+from fer_sweep.extras import require
+
 log = logging.getLogger(__name__)
 
 JOURNAL_FILE = "optuna_journal.log"
@@ -67,6 +69,8 @@ def open_storage(url: str, heartbeat_interval: Optional[int] = None, grace_perio
     if "://" not in str(url):
         raise ValueError(f"unknown Optuna storage {url!r}: use sqlite:///..., postgresql://..., "
                          f"journal:<path> or a path ending in .log")
+    if url.split("://")[0] in ("postgresql", "postgresql+psycopg"):  # SQLAlchemy's driver for these: psycopg 3
+        require("psycopg", "a postgresql:// Optuna storage")
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None  # busy writers
     heartbeat = dict(heartbeat_interval=int(heartbeat_interval), grace_period=int(grace_period) if grace_period
                      else None, heartbeat_stale_trial_callback=on_stale) if heartbeat_interval else {}
