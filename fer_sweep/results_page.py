@@ -115,8 +115,10 @@ def headline(frame: pd.DataFrame) -> str:
     if not ensembles.empty:
         best = ensembles.sort_values(["test_acc", "members"], ascending=[False, True]).iloc[0]
         members = member_runs(frame, best.to_frame().T)
-        lines.append([f"ensemble of {len(str(best['members']).split(';'))} such runs: "
-                      f"`{best['members']}` (ten shifts)", _kinds(members), f"{_seconds(members)} each",
+        levers = sorted(str(v) for v in members.get("lever", pd.Series(dtype=object)).dropna() if v != "baseline")
+        with_levers = f", {len(levers)} of them +lever={','.join(dict.fromkeys(levers))}" if levers else ""
+        lines.append([f"`python -m fer_sweep.evaluate` ensemble of {len(str(best['members']).split(';'))} runs"
+                      f"{with_levers}: `{best['members']}` (ten shifts)", _kinds(members), f"{_seconds(members)} each",
                       f"**{float(best['test_acc']):.4f}**", ""])
     best_rows = frame[(frame["experiment"] == "best") & (frame["kind"] == "run") & frame["hparams_search"].isna()]
     if not best_rows.empty:
