@@ -24,16 +24,21 @@ from typing import List, Optional, Sequence
 import pandas as pd
 
 from fer_sweep.tags import has_tag
-from fer_sweep.sweep.aggregate import RESULTS_CSV, results_frame
+from fer_sweep.sweep.aggregate import RESULTS_CSV, find_results, results_frame, write_results_csv
 from fer_sweep.sweep.tables import pivot, save_chart, split_note, summarize, to_markdown
 
 
 def load_results(paths: Sequence[str]) -> pd.DataFrame:
-    """Concatenate results from sweep folders (their results.csv, else their jobs' result.json) or CSV files."""
+    """Concatenate results from sweep folders or CSV files. A sweep folder's table is built from its jobs'
+    result.json files, and its results.csv is rewritten whole from them on the way (the full rebuild: a running
+    sweep adds one row per job); a folder without them (multirun/reference/NAME) is read from its results.csv."""
     frames = []
     for p in map(Path, paths):
         if p.is_dir():
-            frame = results_frame(p)
+            found = find_results(p)
+            frame = results_frame(p, found)
+            if found:
+                write_results_csv(p, found)
             if frame.empty and (p / RESULTS_CSV).exists():
                 frame = pd.read_csv(p / RESULTS_CSV)
         elif p.is_file():

@@ -112,3 +112,17 @@ def test_the_bench_measures_the_overhead_of_real_sweeps(tmp_path):
         assert 0 < sweep["overhead_sweep_s"] < sweep["wall_s"]
     assert res["aggregation"]["jobs"] == 40 and 0 < res["aggregation"]["update_median_s"] < 1
     assert "overhead per job in the sweep at 3 jobs vs 2" in proc.stdout
+
+
+def test_report_is_the_full_rebuild_of_a_sweeps_results_csv(tmp_path):
+    """A sweep killed before its end keeps the rows it added; `fer_sweep.report SWEEP` rewrites results.csv whole
+    from every job's result.json."""
+    sweep = tmp_path / "sweep"
+    for job in (0, 1, 2):
+        results.write_json(sweep / str(job) / results.RESULT_FILE, result(sweep, job))
+    Manifest(sweep, [sweep / str(j) for j in (0, 1, 2)])
+    (sweep / "results.csv").write_text("job,status\n0,running\n")  # what a killed sweep left
+    proc = run_cli([str(sweep), "--format", "csv"], module="fer_sweep.report")
+    assert proc.returncode == 0, proc.stderr
+    rebuilt = pd.read_csv(sweep / "results.csv")
+    assert rebuilt["job"].tolist() == [0, 1, 2] and set(rebuilt["status"]) == {"completed"}
