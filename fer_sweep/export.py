@@ -195,11 +195,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ParityError as exc:
         print(f"error: {exc}; nothing was written to {output}", file=sys.stderr)
         return 1
+    except MissingExtra as exc:  # a UserError too: first, so its line says which install it needs
+        print(f"fer_sweep: error: {exc}", file=sys.stderr)
+        return 2
     except (CheckpointError, DataError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except MissingExtra as exc:
-        print(f"fer_sweep: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {output} ({args.format}); parity max |logit difference| {diff:.3g} <= {args.tolerance:g}")
     return 0
