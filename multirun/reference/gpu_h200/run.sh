@@ -5,8 +5,9 @@
 #                (pip wheel --no-deps NAME==VERSION -w CARRY/whl)
 #   CARRY/pixels.xz, CARRY/labels.npz
 #                (python -m fer_sweep.data.carry pack fer2013.csv CARRY)
-# Thirteen jobs share the GPU at once (nine levers, two seeds, two scaled-up runs; the H200 run of 2026-11-30 ran
-# ten: levers sgd and crop_40 came later, on 2026-11-30 and 2026-12-01), each within BUDGET seconds (the time budget cuts epochs that do not fit):
+# Seventeen jobs share the GPU at once (thirteen levers, two seeds, two scaled-up runs; the H200 run of 2026-11-30
+# ran ten, when experiment=fast_levers had six levers), each within BUDGET seconds (the time budget cuts epochs that
+# do not fit):
 #   - experiment=fast_levers, seed 0: experiment=fast and one lever at a time, at most 72 epochs;
 #   - experiment=fast, at most 72 epochs, seeds 1 and 2 (with the levers' baseline, seeds 0-2 as on the CPU);
 #   - the recipe scaled up: resnet9_wide (8.9M parameters), batch 128, max_lr 3e-3, with the article's and
@@ -30,7 +31,7 @@ grep -h "device\|completed" $W/smoke.log | head -3; rm -rf $W/smoke/checkpoints
 START=$(date +%s)
 T="timeout $((BUDGET + 45))"
 $T python3 -m fer_sweep --multirun experiment=fast_levers seed=0 trainer.time_budget_s=$BUDGET $DATA \
-  hydra/launcher=joblib hydra.launcher.n_jobs=9 hydra.sweep.dir=$W/levers > $W/levers.log 2>&1 &
+  hydra/launcher=joblib hydra.launcher.n_jobs=13 hydra.sweep.dir=$W/levers > $W/levers.log 2>&1 &
 $T python3 -m fer_sweep --multirun experiment=fast seed=1,2 trainer.epochs=72 \
   trainer.time_budget_s=$BUDGET $DATA hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweep.dir=$W/seeds \
   > $W/seeds.log 2>&1 &
