@@ -108,6 +108,8 @@ def test_the_callback_honours_the_manifest_and_old_folders_report_whole(tmp_path
     write_jobs(tmp_path, 2)
     assert report_main([str(tmp_path)]) == 0  # a folder from before manifests: every job folder counts
     assert "0.500 ± 0.000 (n=2)" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "results.csv")["job"].tolist() == [0, 1]  # report is the full rebuild
+    (tmp_path / "results.csv").unlink()
 
     Manifest(tmp_path, [tmp_path / "1"])
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
