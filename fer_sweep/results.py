@@ -5,12 +5,15 @@ plots/*.png.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
@@ -28,20 +31,50 @@ HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_ac
 STATUSES = ("completed", "failed", "diverged", "pruned")
 
 
+# Signals whose Python handlers raise to stop a run: Ctrl-C, SIGTERM, and submitit's requeue on preemption or a
+# time limit (SIGUSR1/2, whose handler ends in sys.exit).
+HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM,
+                *(getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2") if hasattr(signal, name))}
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold HELD_SIGNALS that have a Python handler until the block ends, then hand each to its handler. A handler
+    that raises inside torch.save (between the records its C++ writer puts in the file) turns into
+    `RuntimeError: ... unexpected pos` and a failed job instead of the interruption it meant; held, it runs just
+    after the file is whole and in place. (Python handlers only run in the main thread, so only there.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list = []
+    handlers = {s: h for s in HELD_SIGNALS if callable(h := signal.getsignal(s))}
+    for signum in handlers:
+        signal.signal(signum, lambda number, frame: caught.append((number, frame)))
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for number, frame in caught:
+            handlers[number](number, frame)
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call write(binary file) on a temp file beside `path`, then rename it into place."""
+    """Call write(binary file) on a temp file beside `path`, then rename it into place; signals that stop a run
+    wait until it is done (signals_held)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with signals_held():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -354,3 +354,31 @@ def test_an_interrupted_or_dead_optuna_trial_is_retried_from_its_last_checkpoint
     assert sorted(retry.intermediate_values) == [1, 2, 3]
     result = json.loads((sweep / "1" / "result.json").read_text())
     assert result["restarts"] == 1 and result["epochs_run"] == 3 and result["trial"]["retry_of"] == 0
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_signal_during_a_checkpoint_save_arrives_after_the_file_is_whole(tmp_path):
+    """submitit's requeue handler (SIGUSR2) or Ctrl-C raising inside torch.save would break the file and turn the
+    interruption into a RuntimeError; atomic writes hold such signals until the file is in place."""
+    from fer_sweep import results
+
+    def stop(signum, frame):
+        raise Stop()
+
+    previous = signal.signal(signal.SIGUSR2, stop)
+    try:
+        def write(f):
+            torch.save({"a": torch.ones(1000)}, f)
+            os.kill(os.getpid(), signal.SIGUSR2)  # arrives mid-save
+            torch.save({"b": torch.zeros(1000)}, f)
+
+        with pytest.raises(Stop):
+            results.atomic_write(tmp_path / "last.pt", write)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["a"], torch.ones(1000))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
