@@ -160,7 +160,8 @@ def page(frame: pd.DataFrame) -> str:
     seeds = fast_seeds(frame)
     parts += ["\n## experiment=fast (fast v3) over seeds\n\n",
               f"Ten shifts, per seed: **{mean_std(seeds['test_acc'])}**. Each seed's scored row (its run, or the "
-              "rescore row of a run that scored with another TTA):\n\n",
+              "rescore row of a run that scored with another TTA). Seeds 0-2 ran as `fast v2 +lever=crop_flip_finish`, the "
+              "training fast v3 was made from on 2026-12-02 (CHANGELOG.md), and count here with ten shifts:\n\n",
               rows_table(seeds, [*ROW_COLUMNS, "kind", "members"])]
     seed_table = runs[runs["experiment"] == "seed_table"]
     lines = []
