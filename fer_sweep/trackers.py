@@ -499,10 +499,7 @@ class WandbTracker(Tracker):
         return list(dict.fromkeys(t[:self.MAX_TAG] for t in tags if t))
 
     def start(self, cfg: DictConfig) -> None:
-        try:
-            import wandb
-        except ImportError:
-            raise ImportError("wandb is not installed: pip install 'fer_sweep[trackers]'") from None
+        import wandb  # installed: build_trackers required it (the `trackers` extra)
 
         ctx = self.context
         config = job_config(cfg)
